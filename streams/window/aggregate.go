@@ -133,9 +133,9 @@ func (a *countAgg) Add(v Value, _ int64, _ uint64) {
 		a.n++
 	}
 }
-func (a *countAgg) Merge(o Aggregator)            { a.n += o.(*countAgg).n }
-func (a *countAgg) Result() Value                 { return NumberValue(float64(a.n)) }
-func (a *countAgg) AppendState(b []byte) []byte   { return appendUvarint(b, uint64(a.n)) }
+func (a *countAgg) Merge(o Aggregator)          { a.n += o.(*countAgg).n }
+func (a *countAgg) Result() Value               { return NumberValue(float64(a.n)) }
+func (a *countAgg) AppendState(b []byte) []byte { return appendUvarint(b, uint64(a.n)) }
 func (a *countAgg) ReadState(b []byte) ([]byte, error) {
 	n, b, err := readUvarint(b)
 	a.n = int64(n)

@@ -1,0 +1,2 @@
+// Package window is the windowed aggregation engine: pure, event-time, no I/O.
+package window
