@@ -1,0 +1,35 @@
+# Tributary: `make run` starts the hub, `make test` installs what the tests need and runs them all.
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+INFLUXD ?= $(shell command -v influxd 2>/dev/null || echo $(GOBIN)/influxd)
+export INFLUXD
+
+.PHONY: run test test-short deps bench fuzz vet
+
+run:
+	$(GO) run ./cmd/hubd
+
+# deps installs the real InfluxDB 1.8 the storage tests start (a ~3 minute build the first time).
+deps:
+	@test -x "$(INFLUXD)" || { echo "installing influxd v1.8.10 (first time only, ~3 min)"; \
+		cd /tmp && $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10; }
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 14m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+# bench runs the whole-system benchmark (see README, Benchmarks).
+bench:
+	$(GO) run ./cmd/hubbench
+
+# fuzz runs every fuzz target for FUZZTIME each (seeds live in testdata/fuzz).
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tributary-iot/tributary/hub"
+)
+
+// loadConfig merges, from lowest to highest precedence: defaults, the YAML file named by
+// --config (or HUB_CONFIG), HUB_<FLAG_NAME> environment variables, and flags.
+func loadConfig(args []string, getenv func(string) string) (hub.Config, error) {
+	cfg := hub.Defaults()
+	fs := flag.NewFlagSet("hubd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configPath := fs.String("config", "", "YAML file with settings (keys are flag names with _ for -)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "JetStream store, keys, local state")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "REST API, live streams, dashboard, /metrics, /healthz, /readyz")
+	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", cfg.MQTTAddr, "MQTT 3.1.1 and 5 over TCP")
+	fs.StringVar(&cfg.MQTTWSAddr, "mqtt-ws-addr", cfg.MQTTWSAddr, "MQTT over WebSocket (empty: off)")
+	fs.StringVar(&cfg.CoAPAddr, "coap-addr", cfg.CoAPAddr, "CoAP over UDP")
+	fs.StringVar(&cfg.CoAPSAddr, "coaps-addr", cfg.CoAPSAddr, "CoAP over DTLS with pre-shared keys (empty: off)")
+	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "external NATS server or cluster (comma-separated URLs); empty runs the embedded server")
+	fs.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "client listener of the embedded NATS server (empty: in-process only)")
+	fs.StringVar(&cfg.InfluxURL, "influx-url", cfg.InfluxURL, "InfluxDB URL for time-series storage (empty: off)")
+	fs.StringVar(&cfg.InfluxToken, "influx-token", cfg.InfluxToken, "InfluxDB token (1.8: user:password or empty)")
+	fs.StringVar(&cfg.InfluxOrg, "influx-org", cfg.InfluxOrg, "InfluxDB organization (1.8: empty)")
+	fs.StringVar(&cfg.InfluxBucket, "influx-bucket", cfg.InfluxBucket, "InfluxDB bucket (1.8: database/retention-policy)")
+	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "admin API key (default: generated at first start and kept in data-dir)")
+	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long raw device messages stay in the hub's streams")
+	fs.IntVar(&cfg.MaxPayload, "max-payload", cfg.MaxPayload, "largest device payload accepted, in bytes")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of streams and KV buckets (0: 1 embedded)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+
+	usage := func() string {
+		var b bytes.Buffer
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		return "usage: hubd [flags]\n\nEach flag is also HUB_<NAME> in the environment (HUB_API_KEY, HUB_DATA_DIR, ...).\n\n" + b.String()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(os.Stdout, usage())
+			os.Exit(0)
+		}
+		return cfg, fmt.Errorf("%v\n%s", err, usage())
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q\n%s", fs.Arg(0), usage())
+	}
+	path := *configPath
+	if path == "" {
+		path = getenv("HUB_CONFIG")
+	}
+	if path != "" {
+		if err := readYAML(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "HUB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && f.Name != "config" && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	_ = fs.Parse(args) // flags win over file and environment
+	return cfg, cfg.Validate()
+}
+
+func readYAML(path string, cfg *hub.Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func newLogger(cfg hub.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

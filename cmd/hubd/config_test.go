@@ -1,0 +1,66 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	if err := os.WriteFile(file, []byte("data_dir: /from/yaml\nmqtt_addr: \":1999\"\nretention: 24h\nlog_level: debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HUB_MQTT_ADDR": ":2883", "HUB_API_KEY": "k-env"}
+	cfg, err := loadConfig([]string{"--config", file, "--api-key", "k-flag"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != "/from/yaml" {
+		t.Errorf("DataDir = %q, want the YAML value", cfg.DataDir)
+	}
+	if cfg.MQTTAddr != ":2883" {
+		t.Errorf("MQTTAddr = %q, want the environment's :2883 over YAML", cfg.MQTTAddr)
+	}
+	if cfg.APIKey != "k-flag" {
+		t.Errorf("APIKey = %q, want the flag's over the environment's", cfg.APIKey)
+	}
+	if cfg.Retention != 24*time.Hour || cfg.LogLevel != "debug" {
+		t.Errorf("Retention, LogLevel = %s, %s; want 24h, debug", cfg.Retention, cfg.LogLevel)
+	}
+	if cfg.HTTPAddr != ":8080" || cfg.CoAPAddr != ":5683" {
+		t.Errorf("defaults lost: http %q coap %q", cfg.HTTPAddr, cfg.CoAPAddr)
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(badYAML, []byte("mqtt_adr: x\n"), 0o600)
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--retention", "soon"}, nil, "retention"},
+		{[]string{"--log-level", "loud"}, nil, "log-level"},
+		{[]string{"--mqtt-addr", "1883"}, nil, "mqtt-addr"},
+		{[]string{"--config", badYAML}, nil, "mqtt_adr"},
+		{nil, map[string]string{"HUB_RETENTION": "forever"}, "HUB_RETENTION"},
+		{[]string{"extra"}, nil, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		getenv := noEnv
+		if tt.env != nil {
+			getenv = func(k string) string { return tt.env[k] }
+		}
+		_, err := loadConfig(tt.args, getenv)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("loadConfig(%v, %v) error = %v, want one mentioning %q", tt.args, tt.env, err, tt.want)
+		}
+	}
+}

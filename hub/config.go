@@ -1,0 +1,96 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Config is everything hubd can be told; cmd/hubd fills it from flags, HUB_* environment
+// variables and a YAML file. The yaml keys are the flag names with '-' as '_'.
+type Config struct {
+	DataDir    string `yaml:"data_dir"`
+	HTTPAddr   string `yaml:"http_addr"`
+	MQTTAddr   string `yaml:"mqtt_addr"`
+	MQTTWSAddr string `yaml:"mqtt_ws_addr"`
+	CoAPAddr   string `yaml:"coap_addr"`
+	CoAPSAddr  string `yaml:"coaps_addr"`
+	NATSURL    string `yaml:"nats_url"`
+	NATSAddr   string `yaml:"nats_addr"`
+
+	InfluxURL    string `yaml:"influx_url"`
+	InfluxToken  string `yaml:"influx_token"`
+	InfluxOrg    string `yaml:"influx_org"`
+	InfluxBucket string `yaml:"influx_bucket"`
+
+	// APIKey is the admin key; empty means generate one at first start and keep it in DataDir.
+	APIKey    string        `yaml:"api_key"`
+	Retention time.Duration `yaml:"retention"`
+	// MaxPayload is the largest device payload accepted, in bytes.
+	MaxPayload int `yaml:"max_payload"`
+	// Replicas for streams and KV buckets (0: 1 embedded, 3 with an external NATS).
+	Replicas int `yaml:"replicas"`
+
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+}
+
+// Defaults returns the configuration of a hub started with no flags.
+func Defaults() Config {
+	return Config{
+		DataDir:      "./data",
+		HTTPAddr:     ":8080",
+		MQTTAddr:     ":1883",
+		MQTTWSAddr:   ":8083",
+		CoAPAddr:     ":5683",
+		CoAPSAddr:    ":5684",
+		NATSAddr:     "127.0.0.1:4222",
+		InfluxBucket: "iot",
+		Retention:    168 * time.Hour,
+		MaxPayload:   256 << 10,
+		LogLevel:     "info",
+		LogFormat:    "text",
+	}
+}
+
+// Validate names the first setting that is wrong.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data-dir: must not be empty")
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"http-addr", c.HTTPAddr}, {"mqtt-addr", c.MQTTAddr}, {"mqtt-ws-addr", c.MQTTWSAddr},
+		{"coap-addr", c.CoAPAddr}, {"coaps-addr", c.CoAPSAddr}, {"nats-addr", c.NATSAddr},
+	} {
+		if a.addr == "" {
+			if a.name == "http-addr" || a.name == "mqtt-addr" || a.name == "coap-addr" {
+				return fmt.Errorf("%s: must not be empty", a.name)
+			}
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s: %q is not host:port (%v)", a.name, a.addr, err)
+		}
+	}
+	if c.Retention <= 0 {
+		return fmt.Errorf("retention: must be positive, got %s", c.Retention)
+	}
+	if c.MaxPayload <= 0 || c.MaxPayload > 1<<20-16<<10 {
+		return fmt.Errorf("max-payload: must be 1..%d bytes, got %d", 1<<20-16<<10, c.MaxPayload)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log-level: want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log-format: want text or json, got %q", c.LogFormat)
+	}
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("replicas: want 0..5, got %d", c.Replicas)
+	}
+	return nil
+}

@@ -1,0 +1,185 @@
+// Package hub is the composition root: it builds every component from Config, runs them under
+// one errgroup, serves the HTTP API, and stops them in order when its context ends.
+package hub
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tributary-iot/tributary/api"
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/protocols"
+	"github.com/tributary-iot/tributary/protocols/coap"
+	"github.com/tributary-iot/tributary/protocols/mqtt"
+	"github.com/tributary-iot/tributary/streams"
+)
+
+// Hub is one running hubd.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	apiKey string
+
+	bus      *streams.Bus
+	registry *devices.Registry
+	ingest   *protocols.Ingest
+	mqtt     *mqtt.Server
+	coap     *coap.Server
+	httpLn   net.Listener
+	http     *http.Server
+
+	ready chan struct{}
+}
+
+// New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
+// listener, so configuration errors surface here. Run starts serving.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h = &Hub{cfg: cfg, log: log, ready: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			h.close()
+		}
+	}()
+	if h.apiKey, err = loadOrCreateAPIKey(cfg.APIKey, cfg.DataDir, log); err != nil {
+		return nil, err
+	}
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	h.bus, err = streams.New(ctx, streams.Config{
+		URL:        cfg.NATSURL,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		ListenAddr: cfg.NATSAddr,
+		Retention:  cfg.Retention,
+		Replicas:   replicas,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	if h.registry, err = devices.New(ctx, h.bus.JetStream(), devices.Config{Replicas: replicas}, log); err != nil {
+		return nil, err
+	}
+	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
+	creds := credentials{devices: h.registry, apiKey: h.apiKey}
+	if h.mqtt, err = mqtt.New(mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}, h.ingest, creds, h.bus, nil, log); err != nil {
+		return nil, err
+	}
+	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, nil, log); err != nil {
+		return nil, err
+	}
+	apiServer := api.New(api.Deps{
+		Devices:  h.registry,
+		Messages: h.bus,
+		APIKey:   h.apiKey,
+		Ready:    h.readiness,
+	}, log)
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+	h.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	return h, nil
+}
+
+// Run serves until ctx ends, then stops every component and closes NATS last, so in-flight
+// QoS 1 and confirmable messages are either stored and acknowledged or not acknowledged.
+func (h *Hub) Run(ctx context.Context) error {
+	defer h.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.registry.Run(gctx) })
+	g.Go(func() error { return h.mqtt.Run(gctx) })
+	g.Go(func() error { return h.coap.Run(gctx) })
+	g.Go(func() error {
+		err := h.http.Serve(h.httpLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("http: %w", err)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h.http.Shutdown(sctx)
+	})
+	g.Go(func() error {
+		for _, c := range []<-chan struct{}{h.mqtt.Ready(), h.coap.Ready()} {
+			select {
+			case <-c:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		close(h.ready)
+		h.log.Info("hub ready", "http", h.HTTPAddr(), "mqtt", h.mqtt.Addr(), "mqtt_ws", h.mqtt.WSAddr(),
+			"coap", h.coap.Addr(), "coaps", h.coap.DTLSAddr(), "nats", h.bus.ClientURL())
+		return nil
+	})
+	err := g.Wait()
+	h.log.Info("hub stopped")
+	return err
+}
+
+func (h *Hub) close() {
+	if h.httpLn != nil {
+		h.httpLn.Close()
+	}
+	if h.bus != nil {
+		h.bus.Close()
+	}
+}
+
+// Ready is closed once every listener accepts connections.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+func (h *Hub) readiness() error {
+	if err := h.bus.Ready(); err != nil {
+		return err
+	}
+	select {
+	case <-h.ready:
+		return nil
+	default:
+		return errors.New("protocol listeners are starting")
+	}
+}
+
+// Addresses, valid after Ready.
+func (h *Hub) HTTPAddr() string   { return h.httpLn.Addr().String() }
+func (h *Hub) MQTTAddr() string   { return h.mqtt.Addr() }
+func (h *Hub) MQTTWSAddr() string { return h.mqtt.WSAddr() }
+func (h *Hub) CoAPAddr() string   { return h.coap.Addr() }
+func (h *Hub) CoAPSAddr() string  { return h.coap.DTLSAddr() }
+func (h *Hub) NATSURL() string    { return h.bus.ClientURL() }
+
+// APIKey is the admin key in force.
+func (h *Hub) APIKey() string { return h.apiKey }
+
+// credentials authenticates devices against the registry and applications against the API key.
+type credentials struct {
+	devices *devices.Registry
+	apiKey  string
+}
+
+func (c credentials) AuthenticateDevice(ctx context.Context, id, token string) error {
+	return c.devices.AuthenticateDevice(ctx, id, token)
+}
+
+func (c credentials) AuthenticateApp(_ context.Context, key string) error {
+	if subtle.ConstantTimeCompare([]byte(key), []byte(c.apiKey)) != 1 {
+		return devices.ErrUnauthorized
+	}
+	return nil
+}
