@@ -3,13 +3,12 @@ package window_test
 import (
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 
 	"github.com/tributary-iot/tributary/rules/sql"
 	"github.com/tributary-iot/tributary/streams/window"
@@ -36,14 +35,18 @@ func rel(t time.Time) string { return t.Sub(base).String() }
 func plan(t testing.TB, query string) *window.Plan {
 	t.Helper()
 	r, err := sql.Compile("r1", query)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatalf("compile %q: %v", query, err)
+	}
 	return r.Plan
 }
 
 func engine(t testing.TB, query string, opts window.Options) *window.Engine {
 	t.Helper()
 	e, err := window.New(plan(t, query), opts)
-	require.NoError(t, err)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 
@@ -117,4 +120,23 @@ func closeEnough(a, b any) bool {
 		return fmt.Sprint(a) == fmt.Sprint(b)
 	}
 	return x == y || math.Abs(x-y) <= 1e-9*math.Max(math.Abs(x), math.Abs(y))
+}
+
+// eq fails the test unless got equals want (reflect.DeepEqual).
+func eq[T any](t testing.TB, what string, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: got %#v, want %#v", what, got, want)
+	}
+}
+
+func eqResults(t testing.TB, what string, got []window.Result, want []string) {
+	t.Helper()
+	g := formatAll(got)
+	if len(g) == 0 && len(want) == 0 {
+		return
+	}
+	if !slices.Equal(g, want) {
+		t.Fatalf("%s:\ngot  %q\nwant %q", what, g, want)
+	}
 }
