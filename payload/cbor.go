@@ -274,7 +274,7 @@ func (r *cborReader) pairValue(it *cborItem) error {
 }
 
 // skip consumes the elements of it if it is an array or map.
-func (r *cborReader) skip(it *cborItem, depth int) error {
+func (r *cborReader) skip(it cborItem, depth int) error {
 	if it.kind != kindArray && it.kind != kindMap {
 		return nil
 	}
@@ -283,13 +283,13 @@ func (r *cborReader) skip(it *cborItem, depth int) error {
 		per = 2
 	}
 	for k := uint64(0); ; k++ {
-		more, err := r.more(it, k)
+		more, err := r.more(&it, k)
 		if err != nil || !more {
 			return err
 		}
 		for j := uint64(0); j < per; j++ {
 			if j == 1 {
-				if err := r.pairValue(it); err != nil {
+				if err := r.pairValue(&it); err != nil {
 					return err
 				}
 			}
@@ -297,7 +297,7 @@ func (r *cborReader) skip(it *cborItem, depth int) error {
 			if err != nil {
 				return err
 			}
-			if err := r.skip(&e, depth+1); err != nil {
+			if err := r.skip(e, depth+1); err != nil {
 				return err
 			}
 		}
@@ -338,7 +338,7 @@ func halfToFloat(h uint16) float64 {
 var b64 = base64.RawURLEncoding
 
 // value converts it, read at level depth, to a JSON-compatible value.
-func (r *cborReader) value(it *cborItem, depth int) (any, error) {
+func (r *cborReader) value(it cborItem, depth int) (any, error) {
 	switch it.kind {
 	case kindNull:
 		return nil, nil
@@ -356,7 +356,7 @@ func (r *cborReader) value(it *cborItem, depth int) (any, error) {
 	case kindArray:
 		a := make([]any, 0, min(it.n, 16))
 		for k := uint64(0); ; k++ {
-			more, err := r.more(it, k)
+			more, err := r.more(&it, k)
 			if err != nil {
 				return nil, err
 			}
@@ -367,7 +367,7 @@ func (r *cborReader) value(it *cborItem, depth int) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			v, err := r.value(&e, depth+1)
+			v, err := r.value(e, depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -378,17 +378,17 @@ func (r *cborReader) value(it *cborItem, depth int) (any, error) {
 }
 
 // object converts a map, read at level depth, to a map[string]any.
-func (r *cborReader) object(it *cborItem, depth int) (map[string]any, error) {
+func (r *cborReader) object(it cborItem, depth int) (map[string]any, error) {
 	m := make(map[string]any, min(it.n, 16))
 	for k := uint64(0); ; k++ {
-		more, err := r.more(it, k)
+		more, err := r.more(&it, k)
 		if err != nil {
 			return nil, err
 		}
 		if !more {
 			return m, nil
 		}
-		key, err := r.key(it, depth)
+		key, err := r.key(&it, depth)
 		if err != nil {
 			return nil, err
 		}
@@ -396,7 +396,7 @@ func (r *cborReader) object(it *cborItem, depth int) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		v, err := r.value(&e, depth+1)
+		v, err := r.value(e, depth+1)
 		if err != nil {
 			return nil, err
 		}
@@ -433,7 +433,7 @@ func decodeObjectCBOR(body []byte) (map[string]any, error) {
 	if it.kind != kindMap {
 		return nil, errNotObject
 	}
-	m, err := r.object(&it, 1)
+	m, err := r.object(it, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -451,7 +451,7 @@ func decodeObjectTelemetryCBOR(body []byte) ([]Measurement, error) {
 		return nil, errNotObject
 	}
 	r.fs.m = make(map[string]any, min(it.n, 16))
-	if err := r.fields(&it, 1); err != nil {
+	if err := r.fields(it, 1); err != nil {
 		return nil, err
 	}
 	if err := r.end(); err != nil {
@@ -461,9 +461,9 @@ func decodeObjectTelemetryCBOR(body []byte) ([]Measurement, error) {
 }
 
 // fields flattens map it, at level depth, into r.fs.
-func (r *cborReader) fields(it *cborItem, depth int) error {
+func (r *cborReader) fields(it cborItem, depth int) error {
 	for k := uint64(0); ; k++ {
-		more, err := r.more(it, k)
+		more, err := r.more(&it, k)
 		if err != nil || !more {
 			return err
 		}
@@ -478,7 +478,7 @@ func (r *cborReader) fields(it *cborItem, depth int) error {
 			}
 			return errorf("CBOR map key at offset %d is not a text string", start)
 		}
-		if err := r.pairValue(it); err != nil {
+		if err := r.pairValue(&it); err != nil {
 			return err
 		}
 		v, err := r.next(depth + 1)
@@ -486,9 +486,9 @@ func (r *cborReader) fields(it *cborItem, depth int) error {
 			return err
 		}
 		if depth == 1 && key.str == "ts" {
-			err = r.ts(&v, depth)
+			err = r.ts(&v)
 		} else {
-			err = r.field(key.str, &v, depth)
+			err = r.field(key.str, v, depth)
 		}
 		if err != nil {
 			return err
@@ -497,7 +497,7 @@ func (r *cborReader) fields(it *cborItem, depth int) error {
 }
 
 // field adds member k, with value v, of a map at level depth.
-func (r *cborReader) field(k string, v *cborItem, depth int) error {
+func (r *cborReader) field(k string, v cborItem, depth int) error {
 	if k == "" {
 		return emptyKeyError(r.name)
 	}
@@ -533,7 +533,7 @@ func (r *cborReader) field(k string, v *cborItem, depth int) error {
 
 // ts reads the top-level "ts": an RFC 3339 string (tag 0 or untagged),
 // epoch seconds (tag 1), or Unix milliseconds (an untagged number).
-func (r *cborReader) ts(v *cborItem, depth int) error {
+func (r *cborReader) ts(v *cborItem) error {
 	if r.fs.hasTS {
 		return errTSDup
 	}
@@ -633,7 +633,7 @@ func (r *cborReader) senmlRecord(it *cborItem, rec *senmlRecord, idx int) error 
 			return err
 		}
 		if l < 0 {
-			if err := r.skip(&v, 3); err != nil {
+			if err := r.skip(v, 3); err != nil {
 				return err
 			}
 			continue

@@ -60,3 +60,12 @@ func mediaType(contentType string) string {
 	ct = strings.TrimSpace(ct)
 	return strings.ToLower(ct)
 }
+
+// normalType is mediaType with a shortcut for the constants of this package.
+func normalType(contentType string) string {
+	switch contentType {
+	case "", JSON, CBOR, SenMLJSON, SenMLCBOR, OctetStream, TextPlain:
+		return contentType
+	}
+	return mediaType(contentType)
+}

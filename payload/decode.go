@@ -42,7 +42,7 @@ func DecodeTelemetry(contentType string, body []byte) ([]Measurement, error) {
 // decodeTelemetry is DecodeTelemetry with the clock used to resolve relative
 // SenML times; it is called only for SenML packs.
 func decodeTelemetry(contentType string, body []byte, now func() time.Time) ([]Measurement, error) {
-	switch ct := mediaType(contentType); ct {
+	switch ct := normalType(contentType); ct {
 	case JSON:
 		switch firstJSONByte(body) {
 		case '[':
@@ -102,7 +102,7 @@ func decodeTelemetry(contentType string, body []byte, now func() time.Time) ([]M
 // infinities are refused as JSON cannot carry them. Duplicate keys are an
 // error in both syntaxes. Nesting is limited to MaxDepth levels.
 func DecodeObject(contentType string, body []byte) (map[string]any, error) {
-	switch ct := mediaType(contentType); ct {
+	switch ct := normalType(contentType); ct {
 	case JSON:
 		return decodeObjectJSON(body)
 	case CBOR:
@@ -156,13 +156,18 @@ func (f *fieldSet) add(name string, v any) error {
 	if err := checkFieldName(name); err != nil {
 		return err
 	}
-	if _, dup := f.m[name]; dup {
+	n := len(f.m)
+	if n >= MaxFields {
+		if _, dup := f.m[name]; !dup {
+			return errTooMany
+		}
+	}
+	// Assigning and then looking at the length hashes the name once; the
+	// value overwritten by a duplicate does not matter as decoding fails.
+	f.m[name] = v
+	if len(f.m) == n {
 		return errorf("field %s: given twice", quoteName(name))
 	}
-	if len(f.m) >= MaxFields {
-		return errTooMany
-	}
-	f.m[name] = v
 	return nil
 }
 

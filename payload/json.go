@@ -95,20 +95,32 @@ func (r *jsonReader) boolean() (bool, error) {
 var errRange = newError("number out of range")
 
 // num consumes a number. The next byte is '-' or a digit.
+//
+// Numbers of at most 15 significant digits without exponent, the usual
+// sensor reading, are converted here: the digits are exact in a float64,
+// and so is a power of ten up to 1e22, so one division rounds correctly
+// (Clinger's fast path). Others go to strconv.ParseFloat.
 func (r *jsonReader) num() (float64, error) {
 	s, start := r.s, r.i
 	i := start
+	neg := false
 	if s[i] == '-' {
+		neg = true
 		i++
 	}
+	var mant uint64
+	digits, frac := 0, 0
 	switch {
 	case i >= len(s):
 		return 0, r.syntaxErrAt(i)
 	case s[i] == '0':
 		i++
 	case s[i] >= '1' && s[i] <= '9':
-		i++
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			if digits < 19 {
+				mant = mant*10 + uint64(s[i]-'0')
+			}
+			digits++
 			i++
 		}
 	default:
@@ -120,10 +132,19 @@ func (r *jsonReader) num() (float64, error) {
 			return 0, r.syntaxErrAt(i)
 		}
 		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			if digits < 19 {
+				mant = mant*10 + uint64(s[i]-'0')
+			}
+			if digits > 0 || s[i] != '0' {
+				digits++
+			}
+			frac++
 			i++
 		}
 	}
+	exp := false
 	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		exp = true
 		i++
 		if i < len(s) && (s[i] == '+' || s[i] == '-') {
 			i++
@@ -136,12 +157,23 @@ func (r *jsonReader) num() (float64, error) {
 		}
 	}
 	r.i = i
+	if !exp && digits <= 15 && frac < len(pow10) {
+		f := float64(mant) / pow10[frac]
+		if neg {
+			f = -f
+		}
+		return f, nil
+	}
 	f, err := strconv.ParseFloat(s[start:i], 64)
 	if err != nil {
 		return 0, errRange
 	}
 	return f, nil
 }
+
+// pow10 holds the powers of ten that float64 represents exactly.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
 
 func isNumStart(c byte) bool { return c == '-' || (c >= '0' && c <= '9') }
 
