@@ -202,6 +202,19 @@ func (r *Registry) AuthenticateDevice(_ context.Context, id, token string) error
 	return nil
 }
 
+// DevicePSK returns the DTLS pre-shared key of device id: its stored token hash (hex SHA-256
+// of the token) as ASCII bytes, so a device derives the same key from its token. ok is false
+// for an unknown device.
+func (r *Registry) DevicePSK(id string) (psk []byte, ok bool) {
+	r.mu.RLock()
+	rec, ok := r.devices[id]
+	r.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	return []byte(rec.TokenHash), true
+}
+
 // update applies change to the stored record with optimistic concurrency, retrying on conflict.
 func (r *Registry) update(ctx context.Context, id string, change func(*record) error) (record, error) {
 	for attempt := 0; attempt < 5; attempt++ {

@@ -1,0 +1,138 @@
+package coap
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+
+	piondtls "github.com/pion/dtls/v3"
+	"github.com/pion/logging"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/protocols"
+)
+
+// PSKFromToken is the DTLS pre-shared key of a device whose token is token: the hex SHA-256 of
+// the token, as 64 ASCII bytes. (The hub keeps only that hash, so it is what both sides can
+// know.) The PSK identity is the device ID.
+func PSKFromToken(token string) []byte {
+	sum := sha256.Sum256([]byte(token))
+	return []byte(hex.EncodeToString(sum[:]))
+}
+
+// dtlsIdentity is who a DTLS session authenticated as, with the key it used.
+type dtlsIdentity struct {
+	name  string // PSK identity: a device ID or "app"
+	psk   []byte
+	ident protocols.Identity
+}
+
+// dtlsCipherSuites are pion's PSK suites; TLS_PSK_WITH_AES_128_CCM_8 is the one RFC 7252
+// §9.1.3.1 makes mandatory for CoAP.
+var dtlsCipherSuites = []piondtls.CipherSuiteID{
+	piondtls.TLS_PSK_WITH_AES_128_CCM_8,
+	piondtls.TLS_PSK_WITH_AES_128_CCM,
+	piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	piondtls.TLS_PSK_WITH_AES_256_CCM_8,
+	piondtls.TLS_ECDHE_PSK_WITH_AES_128_CBC_SHA256,
+	piondtls.TLS_PSK_WITH_AES_128_CBC_SHA256,
+}
+
+func (s *Server) dtlsOptions(ctx context.Context) coapnet.DTLSServerOptions {
+	return coapnet.NewDTLSServerOptions(
+		piondtls.WithPSK(func(identity []byte) ([]byte, error) { return s.pskFor(ctx, string(identity)) }),
+		piondtls.WithCipherSuites(dtlsCipherSuites...),
+		piondtls.WithLoggerFactory(loggerFactory{s.log}),
+	)
+}
+
+// pskFor is the handshake's PSK callback. An unknown identity fails the handshake and is
+// dead-lettered; a wrong key fails it later, when the peer's Finished message does not verify.
+func (s *Server) pskFor(ctx context.Context, identity string) ([]byte, error) {
+	if psk, ok := s.lookupPSK(identity); ok {
+		return psk, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	s.refuse(ctx, identity, "", "DTLS: unknown PSK identity")
+	return nil, fmt.Errorf("unknown PSK identity %q", identity)
+}
+
+func (s *Server) lookupPSK(identity string) ([]byte, bool) {
+	if identity == protocols.AppUsername {
+		k := s.psk.AppPSK()
+		return k, len(k) > 0
+	}
+	if !devices.ValidID(identity) {
+		return nil, false
+	}
+	return s.psk.DevicePSK(identity)
+}
+
+// dtlsIdentity returns who a DTLS peer is. The identity is read from the session on its first
+// request; on every request the key is checked to be still current, so a rotated token or a
+// deleted device stops working at once (the peer must handshake again).
+func (s *Server) dtlsIdentity(ctx context.Context, cs *connState, req request) (protocols.Identity, *failure) {
+	if cs.ident == nil {
+		dc, ok := cs.cc.NetConn().(*piondtls.Conn)
+		if !ok {
+			return protocols.Identity{}, fail(codes.InternalServerError, "not a DTLS connection")
+		}
+		st, ok := dc.ConnectionState()
+		if !ok {
+			return protocols.Identity{}, fail(codes.InternalServerError, "DTLS session state unavailable")
+		}
+		id := &dtlsIdentity{name: string(st.IdentityHint)}
+		if id.name == protocols.AppUsername {
+			id.ident = protocols.Identity{App: true}
+		} else {
+			id.ident = protocols.Identity{DeviceID: id.name}
+		}
+		psk, ok := s.lookupPSK(id.name)
+		if !ok {
+			return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: unknown PSK identity")
+		}
+		id.psk = psk
+		cs.ident = id
+	}
+	psk, ok := s.lookupPSK(cs.ident.name)
+	if !ok || subtle.ConstantTimeCompare(psk, cs.ident.psk) != 1 {
+		return protocols.Identity{}, s.refuse(ctx, cs.ident.name, req.Topic, "DTLS: the key changed since the handshake; connect again")
+	}
+	if !cs.ident.ident.App {
+		s.seen(cs.ident.name, cs)
+	}
+	return cs.ident.ident, nil
+}
+
+// loggerFactory sends pion/dtls logs to slog, at debug level: what pion reports is about
+// peers (failed handshakes, bad records), not the hub.
+type loggerFactory struct{ log *slog.Logger }
+
+func (f loggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{f.log.With("scope", "dtls/"+scope)}
+}
+
+type pionLogger struct{ log *slog.Logger }
+
+func (l pionLogger) logf(level string, format string, args ...any) {
+	if l.log.Enabled(context.Background(), slog.LevelDebug) {
+		l.log.Debug(fmt.Sprintf(format, args...), "pion_level", level)
+	}
+}
+
+func (l pionLogger) Trace(string)                      {}
+func (l pionLogger) Tracef(string, ...any)             {}
+func (l pionLogger) Debug(msg string)                  { l.logf("debug", "%s", msg) }
+func (l pionLogger) Debugf(format string, args ...any) { l.logf("debug", format, args...) }
+func (l pionLogger) Info(msg string)                   { l.logf("info", "%s", msg) }
+func (l pionLogger) Infof(format string, args ...any)  { l.logf("info", format, args...) }
+func (l pionLogger) Warn(msg string)                   { l.logf("warn", "%s", msg) }
+func (l pionLogger) Warnf(format string, args ...any)  { l.logf("warn", format, args...) }
+func (l pionLogger) Error(msg string)                  { l.logf("error", "%s", msg) }
+func (l pionLogger) Errorf(format string, args ...any) { l.logf("error", format, args...) }
