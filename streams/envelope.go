@@ -103,11 +103,14 @@ func (e *Envelope) toMsg(subject string) *nats.Msg {
 }
 
 // FromMsg decodes an envelope from a NATS message. The topic comes from the Tb-Topic header
-// when present, else from the subject.
+// when present, else from the subject (dead letters without a topic have none).
 func FromMsg(subject string, h nats.Header, data []byte) (*Envelope, error) {
 	e := &Envelope{Payload: data}
 	if t := h.Get(HeaderTopic); t != "" {
 		e.Topic = t
+	} else if strings.HasPrefix(subject, deadLetterPrefix+".") {
+		// A dead letter of something that had no topic, e.g. a refused connection: the
+		// subject names the device, not a topic.
 	} else {
 		topic, err := SubjectToTopic(subject)
 		if err != nil {
