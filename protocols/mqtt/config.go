@@ -3,6 +3,7 @@ package mqtt
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tributary-iot/tributary/protocols"
@@ -101,7 +102,7 @@ func (c *Config) setDefaults(maxPayload int) {
 // Validate reports the first field that is wrong. Zero values are valid (they mean the default).
 func (c Config) Validate() error {
 	switch {
-	case c.WSAddr != "" && c.WSAddr == c.Addr:
+	case c.WSAddr != "" && c.WSAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
 		return fmt.Errorf("mqtt: mqtt_ws_addr %q must differ from mqtt_addr", c.WSAddr)
 	case c.MaxPacketSize != 0 && (c.MaxPacketSize < 1024 || c.MaxPacketSize > maxMQTTPacket):
 		return fmt.Errorf("mqtt: mqtt_max_packet_size %d out of range 1024..%d", c.MaxPacketSize, maxMQTTPacket)
