@@ -47,6 +47,7 @@ const (
 	kindBytes
 	kindArray
 	kindMap
+	kindOther // only from cborKind: any other type
 )
 
 // Tag numbers with a meaning here (RFC 8949 §3.4).
@@ -75,7 +76,7 @@ func cborKind(b []byte) itemKind {
 	case 5:
 		return kindMap
 	}
-	return kindNull // anything else
+	return kindOther
 }
 
 // head reads the initial byte and argument of an item. For ai 31 (an
@@ -142,11 +143,16 @@ func (r *cborReader) next(depth int) (cborItem, error) {
 				it.isInt = false
 			}
 		case 1:
-			it.kind, it.num, it.isInt = kindNum, -1-float64(arg), true
-			if arg <= math.MaxInt64 {
+			// The value is -1-arg; convert it with a single rounding.
+			it.kind, it.isInt = kindNum, arg <= math.MaxInt64
+			switch {
+			case it.isInt:
 				it.i = -1 - int64(arg)
-			} else {
-				it.isInt = false
+				it.num = float64(it.i)
+			case arg == math.MaxUint64:
+				it.num = -0x1p64
+			default:
+				it.num = -float64(arg + 1)
 			}
 		case 2, 3:
 			s, err := r.bytes(major, arg, indef)
@@ -182,17 +188,17 @@ func (r *cborReader) next(depth int) (cborItem, error) {
 			if indef {
 				return it, errorf("invalid CBOR: unexpected break at offset %d", start)
 			}
-			switch {
+			switch ai := r.s[start] & 0x1f; {
+			case ai == 25:
+				it.kind, it.num = kindNum, halfToFloat(uint16(arg))
+			case ai == 26:
+				it.kind, it.num = kindNum, float64(math.Float32frombits(uint32(arg)))
+			case ai == 27:
+				it.kind, it.num = kindNum, math.Float64frombits(arg)
 			case arg == 20 || arg == 21:
 				it.kind, it.b = kindBool, arg == 21
 			case arg == 22 || arg == 23:
 				it.kind = kindNull
-			case r.s[start]&0x1f == 25:
-				it.kind, it.num = kindNum, halfToFloat(uint16(arg))
-			case r.s[start]&0x1f == 26:
-				it.kind, it.num = kindNum, float64(math.Float32frombits(uint32(arg)))
-			case r.s[start]&0x1f == 27:
-				it.kind, it.num = kindNum, math.Float64frombits(arg)
 			default:
 				return it, errorf("unsupported CBOR simple value %d at offset %d", arg, start)
 			}
@@ -203,10 +209,11 @@ func (r *cborReader) next(depth int) (cborItem, error) {
 		if it.kind != kindBytes {
 			return it, newError("CBOR bignum is not a byte string")
 		}
-		f, _ := new(big.Float).SetInt(new(big.Int).SetBytes([]byte(it.str))).Float64()
+		n := new(big.Int).SetBytes([]byte(it.str))
 		if bignum == tagNegBignum {
-			f = -1 - f
+			n.Neg(n.Add(n, big.NewInt(1))) // -1-n
 		}
+		f, _ := new(big.Float).SetInt(n).Float64()
 		it.kind, it.num, it.str = kindNum, f, ""
 	}
 	return it, nil
@@ -346,7 +353,7 @@ func (r *cborReader) value(it cborItem, depth int) (any, error) {
 		return it.b, nil
 	case kindNum:
 		if !isFinite(it.num) {
-			return nil, newError("NaN and infinity are not supported")
+			return nil, errNotFinite
 		}
 		return it.num, nil
 	case kindText:
@@ -508,7 +515,7 @@ func (r *cborReader) field(k string, v cborItem, depth int) error {
 		return r.fs.add(fieldName(r.name, k), v.b)
 	case kindNum:
 		if !isFinite(v.num) {
-			return errorf("field %s: NaN and infinity are not supported", quoteName(fieldName(r.name, k)))
+			return errorf("field %s: not a finite number", quoteName(fieldName(r.name, k)))
 		}
 		return r.fs.add(fieldName(r.name, k), v.num)
 	case kindText:

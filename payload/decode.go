@@ -31,8 +31,10 @@ type Measurement struct {
 //
 // contentType "" or OctetStream means sniff: the first non-space byte '{'
 // selects a JSON object, '[' SenML JSON; anything else is tried as CBOR (a
-// map is an object, an array a SenML pack). Media type parameters such as
-// "; charset=utf-8" are ignored.
+// map is an object, an array a SenML pack). With JSON or CBOR, a top-level
+// array is likewise read as a SenML pack; SenMLJSON and SenMLCBOR require
+// one. Media type parameters such as "; charset=utf-8" are ignored. Other
+// content types (TextPlain included) are refused.
 //
 // Errors are of type *Error and wrap ErrInvalid.
 func DecodeTelemetry(contentType string, body []byte) ([]Measurement, error) {
@@ -129,6 +131,7 @@ var (
 	errTS           = newError("ts: not RFC 3339 or Unix milliseconds")
 	errTSDup        = newError("ts: given twice")
 	errNotObject    = newError("not an object")
+	errNotFinite    = newError("not a finite number")
 )
 
 // firstJSONByte returns the first byte that is not JSON white space, or 0

@@ -33,8 +33,9 @@
 //     ordinary fields ("a.ts").
 //   - Without a timestamp, Measurement.Time is zero and the hub uses the
 //     time it received the message. Times are in UTC.
-//   - The same name twice (a duplicate key, or "a.b" next to {"a":{"b":..}})
-//     is an error.
+//   - The same field name twice is an error: {"a":1,"a":2}, or "a.b" next
+//     to {"a":{"b":2}}. Keys repeated without a clash, as in
+//     {"a":{"b":1},"a":{"c":2}} or {"a":null,"a":1}, are accepted.
 //
 // A SenML pack (JSON content-format 110, CBOR 112 with the integer labels
 // of RFC 8428 §6) is resolved as RFC 8428 §4.6 says: base name, time,

@@ -1,9 +1,11 @@
 package payload
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"math"
+	"math/big"
 	"reflect"
 	"strings"
 	"testing"
@@ -99,27 +101,82 @@ func addTelemetrySeeds(f *testing.F, jsonSeeds bool) {
 	}
 }
 
+// checkFlattening checks a decoded telemetry object against DecodeObject
+// of the same payload, flattened by the documented rules.
+func checkFlattening(t *testing.T, ct string, data []byte, got []Measurement) {
+	t.Helper()
+	obj, err := DecodeObject(ct, data)
+	if err != nil {
+		// Telemetry refuses a duplicate field name, not a duplicate key
+		// whose values flatten to different names ({"a":{"b":1},"a":2}).
+		if strings.HasSuffix(err.Error(), "given twice") {
+			return
+		}
+		t.Fatalf("telemetry accepted, DecodeObject: %v", err)
+	}
+	want := map[string]any{}
+	var flatten func(prefix string, o map[string]any)
+	flatten = func(prefix string, o map[string]any) {
+		for k, v := range o {
+			switch v := v.(type) {
+			case nil:
+			case map[string]any:
+				flatten(prefix+k+".", v)
+			default:
+				want[prefix+k] = v
+			}
+		}
+	}
+	delete(obj, "ts")
+	flatten("", obj)
+	if len(got) != 1 || !reflect.DeepEqual(got[0].Fields, want) {
+		t.Fatalf("got %s, want fields %v", formatMeasurements(got), want)
+	}
+}
+
 func FuzzDecodeTelemetryJSON(f *testing.F) {
 	addTelemetrySeeds(f, true)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, err := fuzzTelemetry(t, JSON, data)
+		got, err := fuzzTelemetry(t, JSON, data)
 		checkJSONAgreement(t, data, err)
+		if err == nil && firstJSONByte(data) == '{' {
+			checkFlattening(t, JSON, data, got)
+		}
 	})
 }
 
 func FuzzDecodeTelemetrySenMLJSON(f *testing.F) {
 	addTelemetrySeeds(f, true)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, err := fuzzTelemetry(t, SenMLJSON, data)
+		got, err := fuzzTelemetry(t, SenMLJSON, data)
 		checkJSONAgreement(t, data, err)
+		if err != nil {
+			return
+		}
+		// The same pack in CBOR, with text labels, resolves the same.
+		var pack any
+		if err := json.Unmarshal(data, &pack); err != nil {
+			t.Fatal(err)
+		}
+		c, err := cbor.Marshal(pack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromCBOR, err := decodeTelemetry(SenMLCBOR, c, fixedNow)
+		if err != nil || !equalMeasurements(fromCBOR, got) {
+			t.Fatalf("as CBOR: got %s, %v, want %s", formatMeasurements(fromCBOR), err, formatMeasurements(got))
+		}
 	})
 }
 
 func FuzzDecodeTelemetryCBOR(f *testing.F) {
 	addTelemetrySeeds(f, false)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, err := fuzzTelemetry(t, CBOR, data)
+		got, err := fuzzTelemetry(t, CBOR, data)
 		checkCBORAgreement(t, data, err)
+		if err == nil && cborKind(data) == kindMap {
+			checkFlattening(t, CBOR, data, got)
+		}
 	})
 }
 
@@ -196,6 +253,14 @@ func FuzzDecodeObjectCBOR(f *testing.F) {
 			checkFuzzError(t, err)
 			return
 		}
+		// fxamacker/cbor reads the same values, where it accepts the input
+		// (it is stricter about the content of tags 0 to 3).
+		var v any
+		if wellformedCBOR.Unmarshal(data, &v) == nil {
+			if want, ok := jsonCompatible(v); ok && !reflect.DeepEqual(any(got), want) {
+				t.Fatalf("got %#v, fxamacker/cbor got %#v", got, want)
+			}
+		}
 		// The result is JSON-compatible: it survives a round trip through
 		// JSON, and through CBOR, unchanged.
 		j, err := json.Marshal(got)
@@ -213,4 +278,50 @@ func FuzzDecodeObjectCBOR(f *testing.F) {
 			t.Fatalf("CBOR round trip: got %#v, %v, want %#v", back, err, got)
 		}
 	})
+}
+
+// jsonCompatible converts what fxamacker/cbor decodes into an interface
+// value to what DecodeObject documents. ok is false for values that cannot
+// be compared: times (tags 0 and 1 are decoded to time.Time) and simple
+// values.
+func jsonCompatible(v any) (any, bool) {
+	switch v := v.(type) {
+	case nil, bool, string:
+		return v, true
+	case uint64:
+		return float64(v), true
+	case int64:
+		return float64(v), true
+	case float64:
+		return v, true
+	case big.Int:
+		f, _ := new(big.Float).SetInt(&v).Float64()
+		return f, true
+	case []byte:
+		return base64.RawURLEncoding.EncodeToString(v), true
+	case cbor.Tag:
+		return jsonCompatible(v.Content)
+	case []any:
+		a := make([]any, len(v))
+		for i, e := range v {
+			var ok bool
+			if a[i], ok = jsonCompatible(e); !ok {
+				return nil, false
+			}
+		}
+		return a, true
+	case map[any]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			ks, ok := k.(string)
+			if !ok {
+				return nil, false
+			}
+			if m[ks], ok = jsonCompatible(e); !ok {
+				return nil, false
+			}
+		}
+		return m, true
+	}
+	return nil, false
 }

@@ -127,6 +127,7 @@ func TestDecodeTelemetryJSONObject(t *testing.T) {
 		{name: "only empty nested", ct: JSON, body: `{"a":{}}`, err: "no fields"},
 		{name: "duplicate", ct: JSON, body: `{"a":1,"a":2}`, err: `field "a": given twice`},
 		{name: "duplicate after flattening", ct: JSON, body: `{"a.b":1,"a":{"b":2}}`, err: `field "a.b": given twice`},
+		{name: "repeated key without clash", ct: JSON, body: `{"a":{"b":1},"a":{"c":2},"d":null,"d":3}`, want: []Measurement{m(zero, "a.b", 1.0, "a.c", 2.0, "d", 3.0)}},
 		{name: "empty name", ct: JSON, body: `{"":1}`, err: `field "": empty name`},
 		{name: "empty nested name", ct: JSON, body: `{"a":{"":1}}`, err: `field "a.": empty name`},
 		{name: "longest name", ct: JSON, body: `{"` + long + `":1}`, want: []Measurement{m(zero, long, 1.0)}},
