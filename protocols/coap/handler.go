@@ -297,7 +297,8 @@ func (s *Server) oversizedBlock(cs *connState, r *pool.Message) bool {
 	if int64(size1) <= int64(s.maxPayload) && num*szx.Size()+n <= int64(s.maxPayload) {
 		return false
 	}
-	mid, typ := r.MessageID(), r.Type()
+	mid, typ, method := r.MessageID(), r.Type(), r.Code()
+	// r goes back to go-coap's pool inside ProcessReceivedMessageWithHandler.
 	cs.cc.ProcessReceivedMessageWithHandler(r, func(w writer, _ *pool.Message) {
 		replyText(w, codes.RequestEntityTooLarge, fmt.Sprintf("payload exceeds the limit of %d bytes", s.maxPayload), uintOption(message.Size1, uint32(s.maxPayload)))
 		if typ == message.Confirmable {
@@ -308,7 +309,7 @@ func (s *Server) oversizedBlock(cs *connState, r *pool.Message) bool {
 			w.Message().SetMessageID(cs.cc.GetMessageID())
 		}
 	})
-	metricRequests.WithLabelValues(r.Code().String(), codeString(codes.RequestEntityTooLarge)).Inc()
+	metricRequests.WithLabelValues(method.String(), codeString(codes.RequestEntityTooLarge)).Inc()
 	return true
 }
 

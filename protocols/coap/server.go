@@ -162,7 +162,7 @@ type serverOption interface {
 
 // Run binds the listeners, starts the fan-out from the streams, and serves until ctx ends;
 // then it stops the listeners and waits for every goroutine it started. It returns an error
-// when a listener cannot be bound or fails, or the subscription cannot be set up.
+// when a listener cannot be bound or fails.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("coap: Run called twice")
@@ -193,7 +193,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 2)
 	failed := func(err error) {
 		errc <- err
 		cancel()
@@ -214,11 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Go(func() {
-		if err := s.sub.Subscribe(ctx, streams.Subscription{StartTime: start}, s.fanOut); err != nil {
-			failed(fmt.Errorf("coap: fan-out: %w", err))
-		}
-	})
+	wg.Go(func() { s.feed(ctx, start) })
 	s.log.Info("coap listening", "addr", s.Addr(), "dtls_addr", s.DTLSAddr())
 	close(s.ready)
 
@@ -234,6 +230,32 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	default:
 		return nil
+	}
+}
+
+// feed runs the fan-out subscription until ctx ends. Should the subscription fail, it is set
+// up again after a pause, resuming after the last message delivered.
+func (s *Server) feed(ctx context.Context, start time.Time) {
+	var last uint64
+	fn := func(env *streams.Envelope) {
+		last = env.Seq
+		s.fanOut(env)
+	}
+	for {
+		sub := streams.Subscription{StartTime: start}
+		if last > 0 {
+			sub = streams.Subscription{StartSeq: last + 1}
+		}
+		err := s.sub.Subscribe(ctx, sub, fn)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("fan-out subscription ended; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
 	}
 }
 
