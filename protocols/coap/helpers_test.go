@@ -47,7 +47,7 @@ func (a testAuth) AuthenticateApp(_ context.Context, key string) error {
 }
 
 func (a testAuth) DevicePSK(id string) ([]byte, bool) { return a.reg.DevicePSK(id) }
-func (a testAuth) AppPSK() []byte                      { return []byte(a.key) }
+func (a testAuth) AppPSK() []byte                     { return []byte(a.key) }
 
 var _ PSKStore = testAuth{}
 
@@ -86,7 +86,7 @@ type hub struct {
 type hubOption func(*Config, *int)
 
 func withConfig(f func(*Config)) hubOption { return func(c *Config, _ *int) { f(c) } }
-func withMaxPayload(n int) hubOption      { return func(_ *Config, m *int) { *m = n } }
+func withMaxPayload(n int) hubOption       { return func(_ *Config, m *int) { *m = n } }
 
 func newHub(t testing.TB, opts ...hubOption) *hub {
 	t.Helper()
