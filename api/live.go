@@ -83,7 +83,8 @@ func (q *liveQueue) push(e *streams.Envelope, sub *wsSub) {
 	}
 }
 
-// take returns what is queued and what was skipped since the last take.
+// take returns what is queued and what was skipped since the last take. Messages are skipped
+// only while the queue is full, so every skipped message is newer than every returned one.
 func (q *liveQueue) take() ([]liveItem, skipInfo) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -228,7 +229,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	queue := newLiveQueue()
 	subErr := make(chan error, 1)
-	go func() { subErr <- s.deps.Messages.Subscribe(ctx, p.sub, func(e *streams.Envelope) { queue.push(e, nil) }) }()
+	go func() {
+		subErr <- s.deps.Messages.Subscribe(ctx, p.sub, func(e *streams.Envelope) { queue.push(e, nil) })
+	}()
 	defer func() { cancel(); <-subErr }()
 	keepAlive := time.NewTicker(liveKeepAlive)
 	defer keepAlive.Stop()
@@ -250,10 +253,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			buf = append(buf, ": keep-alive\n\n"...)
 		case <-queue.notify:
 			items, skip := queue.take()
-			if skip.Skipped > 0 {
-				data, _ := json.Marshal(skip)
-				buf = fmt.Appendf(buf, "event: skipped\ndata: %s\n\n", data)
-			}
 			for _, it := range items {
 				m, ok := p.proj.message(it.env)
 				if !ok {
@@ -262,6 +261,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 				data, _ := json.Marshal(m)
 				buf = fmt.Appendf(buf, "id: %d\nevent: message\ndata: %s\n\n", it.env.Seq, data)
 				metricLiveDelivered.Inc()
+			}
+			if skip.Skipped > 0 { // skipped messages are newer than every queued one
+				data, _ := json.Marshal(skip)
+				buf = fmt.Appendf(buf, "event: skipped\ndata: %s\n\n", data)
 			}
 		}
 		if len(buf) > 0 && !writeSSE(rc, w, buf) {

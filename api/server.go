@@ -155,6 +155,8 @@ func decodeJSON(r *http.Request, v any) error {
 		switch {
 		case errors.Is(err, io.EOF):
 			return errors.New("request body is empty; want a JSON object")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return errors.New("request body is not valid JSON: it ends too early")
 		case errors.As(err, &syn):
 			return fmt.Errorf("request body is not valid JSON at byte %d: %v", syn.Offset, err)
 		case errors.As(err, &typ):

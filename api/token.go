@@ -49,25 +49,20 @@ func (s *Server) checkToken(tok string, now time.Time) string {
 	return ""
 }
 
-// credential finds the caller's credential: the Authorization header, or with allowQuery the
-// access_token query parameter. isToken says it looks like a browser token.
-func credential(r *http.Request, allowQuery bool) (cred string, isToken, ok bool) {
-	if key, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
-		return key, strings.HasPrefix(key, browserTokenPrefix), true
-	}
-	if allowQuery {
+// authorize checks the request's credential: the API key, or (with allowToken) a browser token,
+// which with allowQuery may also come as ?access_token=. It returns "" when the request may go on,
+// else the reason for a 401.
+func (s *Server) authorize(r *http.Request, allowToken, allowQuery bool) string {
+	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok && allowQuery {
 		if t := r.URL.Query().Get("access_token"); t != "" {
-			return t, strings.HasPrefix(t, browserTokenPrefix), true
+			if !strings.HasPrefix(t, browserTokenPrefix) {
+				return "access_token takes a browser token (POST /api/v1/tokens), never the API key"
+			}
+			cred, ok = t, true
 		}
 	}
-	return "", false, false
-}
-
-// authorize checks the request's credential: the API key, or (with allowToken) a browser token,
-// taken from ?access_token= too with allowQuery. It returns "" when the request may go on, else
-// the reason for a 401.
-func (s *Server) authorize(r *http.Request, allowToken, allowQuery bool) string {
-	cred, isToken, ok := credential(r, allowQuery)
+	isToken := strings.HasPrefix(cred, browserTokenPrefix)
 	switch {
 	case !ok && allowQuery:
 		return "missing API key: send Authorization: Bearer <key>, or ?access_token=<browser token>"

@@ -116,8 +116,9 @@ func TestDeviceAPI(t *testing.T) {
 	if ids() != "pump-1,pump-2" || list.Next != "pump-2" {
 		t.Errorf("page 1: %s next %q", ids(), list.Next)
 	}
-	list.Devices = nil
-	h.Do("GET", "/api/v1/devices?limit=2&cursor="+list.Next, nil, &list)
+	cursor := list.Next
+	list.Devices, list.Next = nil, ""
+	h.Do("GET", "/api/v1/devices?limit=2&cursor="+cursor, nil, &list)
 	if ids() != "valve-1" || list.Next != "" {
 		t.Errorf("page 2: %s next %q", ids(), list.Next)
 	}

@@ -42,11 +42,11 @@ type Hub struct {
 
 // New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
 // listener, so configuration errors surface here. Run starts serving.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h = &Hub{cfg: cfg, log: log, ready: make(chan struct{})}
+	h := &Hub{cfg: cfg, log: log, ready: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			h.close()
@@ -183,3 +183,9 @@ func (c credentials) AuthenticateApp(_ context.Context, key string) error {
 	}
 	return nil
 }
+
+// DevicePSK is the device's DTLS pre-shared key (see protocols/coap).
+func (c credentials) DevicePSK(id string) ([]byte, bool) { return c.devices.DevicePSK(id) }
+
+// AppPSK is the applications' DTLS pre-shared key: the API key.
+func (c credentials) AppPSK() []byte { return []byte(c.apiKey) }
