@@ -195,7 +195,7 @@ type senmlResolver struct {
 	now    func() time.Time
 	nowT   time.Time
 	hasNow bool
-	base   senmlRecord // current base values
+	base   senmlRecord // current base values (str and num of lBN … lBS)
 	total  int
 	out    []Measurement
 }
@@ -214,7 +214,6 @@ func (s *senmlResolver) add(r *senmlRecord, idx int) error {
 	}
 	for _, l := range [...]int{lBN, lBT, lBU, lBV, lBS} {
 		if r.is(l) {
-			s.base.has |= 1 << l
 			s.base.str[l], s.base.num[l] = r.str[l], r.num[l]
 		}
 	}
@@ -280,6 +279,9 @@ func (s *senmlResolver) add(r *senmlRecord, idx int) error {
 		sumName := name
 		if v != nil {
 			sumName = name + ".sum"
+			if len(sumName) > MaxFieldName {
+				return errorf("senml record %d: name %s longer than %d bytes", idx, quoteName(sumName), MaxFieldName)
+			}
 		}
 		if err := s.put(m, sumName, sum, idx); err != nil {
 			return err

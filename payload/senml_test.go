@@ -230,6 +230,7 @@ func TestDecodeTelemetrySenMLJSON(t *testing.T) {
 		{name: "space in name", ct: SenMLJSON, body: `[{"n":"a b","v":1}]`, err: `senml record 0: invalid name "a b"`},
 		{name: "name starts with dash", ct: SenMLJSON, body: `[{"bn":"-x","n":"a","v":1}]`, err: `senml record 0: invalid name "-xa"`},
 		{name: "name too long", ct: SenMLJSON, body: `[{"bn":"` + strings.Repeat("b", 100) + `","n":"` + strings.Repeat("n", 29) + `","v":1}]`, err: `senml record 0: name "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"… longer than 128 bytes`},
+		{name: "sum name too long", ct: SenMLJSON, body: `[{"n":"` + strings.Repeat("n", 125) + `","v":1,"s":2}]`, err: `senml record 0: name "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"… longer than 128 bytes`},
 		{name: "same name same time", ct: SenMLJSON, body: `[{"n":"a","v":1},{"n":"a","u":"V","v":2}]`, err: `senml record 1: field "a" given twice for the same time`},
 		{name: "sum collides", ct: SenMLJSON, body: `[{"n":"e.sum","v":1},{"n":"e","v":2,"s":3}]`, err: `senml record 1: field "e.sum" given twice for the same time`},
 		{name: "newer version", ct: SenMLJSON, body: `[{"bver":11,"n":"a","v":1}]`, err: "senml record 0: unsupported version 11"},
