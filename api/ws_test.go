@@ -34,6 +34,17 @@ func (h *liveHub) browserToken(t *testing.T) string {
 	if d := time.Until(tok.ExpiresAt); d < 4*time.Minute || d > 5*time.Minute {
 		t.Errorf("token expires in %s, want the asked-for 5m", d)
 	}
+	// The token works in the Authorization header on the REST API too.
+	req, _ = http.NewRequest("GET", h.srv.URL+"/api/v1/devices", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.Token)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET devices with a browser token: %s, want 200", resp.Status)
+	}
 	return tok.Token
 }
 
