@@ -162,7 +162,7 @@ type Engine struct {
 	st                         Stats
 	open                       int
 
-	cur     Event // the event being processed; a field so that &cur does not escape
+	cur     Event // the last event processed; a field so that &cur does not escape to the heap
 	keyBuf  []byte
 	keyVals []Value
 	args    []Value
@@ -292,7 +292,6 @@ func (e *Engine) Process(ev Event) ([]Result, Disposition) {
 	default:
 		e.st.Accepted++
 	}
-	e.cur = Event{}
 	e.maxTime = max(e.maxTime, ts)
 	e.advanceTo(ts)
 	return e.takeOut(), d
