@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -58,7 +58,9 @@ type presenceLog struct {
 func (p *presenceLog) Connected(id, protocol, remote string) {
 	p.add(fmt.Sprintf("up %s %s %t", id, protocol, remote != ""))
 }
-func (p *presenceLog) Disconnected(id, protocol string) { p.add(fmt.Sprintf("down %s %s", id, protocol)) }
+func (p *presenceLog) Disconnected(id, protocol string) {
+	p.add(fmt.Sprintf("down %s %s", id, protocol))
+}
 func (p *presenceLog) add(e string) {
 	p.mu.Lock()
 	p.events = append(p.events, e)
@@ -84,6 +86,12 @@ type hub struct {
 // default to free loopback ports.
 func startHub(t testing.TB, cfg mqtt.Config) *hub {
 	t.Helper()
+	return startHubWith(t, cfg, nil)
+}
+
+// startHubWith is startHub with the ingest pipeline wrapped by wrap (when not nil).
+func startHubWith(t testing.TB, cfg mqtt.Config, wrap func(*protocols.Ingest) mqtt.Ingester) *hub {
+	t.Helper()
 	ctx := context.Background()
 	log := streamstest.Logger(t)
 	bus := streamstest.New(t)
@@ -103,7 +111,10 @@ func startHub(t testing.TB, cfg mqtt.Config) *hub {
 	if cfg.WSAddr == "" {
 		cfg.WSAddr = "127.0.0.1:0"
 	}
-	in := protocols.NewIngest(bus, testMaxPayload, log)
+	var in mqtt.Ingester = protocols.NewIngest(bus, testMaxPayload, log)
+	if wrap != nil {
+		in = wrap(in.(*protocols.Ingest))
+	}
 	h.srv, err = mqtt.New(cfg, in, creds{reg: reg, key: apiKey}, bus, h.presence, log)
 	if err != nil {
 		t.Fatalf("mqtt.New: %v", err)
@@ -247,7 +258,7 @@ func mustV3(t testing.TB, url, clientID, user, pass string) (pahov3.Client, *inb
 // v3Code is the CONNACK return code of a refused MQTT 3.1.1 connection.
 func v3Code(t testing.TB, url, user, pass string) byte {
 	t.Helper()
-	opts := pahov3.NewClientOptions().AddBroker(url).SetClientID("refused-"+user).
+	opts := pahov3.NewClientOptions().AddBroker(url).SetClientID("refused-" + user).
 		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(testTimeout)
 	c := pahov3.NewClient(opts)
 	tok := c.Connect()

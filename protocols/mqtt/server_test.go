@@ -3,6 +3,7 @@ package mqtt_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -69,9 +70,12 @@ func TestQoS1StoredBeforeAckAndDeliveredOnce(t *testing.T) {
 	if m := app5.in.waitFor(t, "devices/d2/telemetry", senml); m.ContentType != "application/senml+json" {
 		t.Errorf("v5 delivery content type: got %q, want application/senml+json", m.ContentType)
 	}
-	if got := metricValue(protocols.Deliveries.WithLabelValues("mqtt")) - deliveries; got != 6 {
-		t.Errorf("deliveries counted: got %v, want 6 (3 messages to 2 subscribers)", got)
-	}
+	waitFor(t, func() error { // counted just after the write
+		if got := metricValue(protocols.Deliveries.WithLabelValues("mqtt")) - deliveries; got != 6 {
+			return fmt.Errorf("deliveries counted: got %v, want 6 (3 messages to 2 subscribers)", got)
+		}
+		return nil
+	})
 }
 
 func TestQoS0AndWebSocket(t *testing.T) {
@@ -402,9 +406,12 @@ func TestPresenceAndConnectedGauge(t *testing.T) {
 	app, _ := mustV3(t, "tcp://"+h.srv.Addr(), "app", protocols.AppUsername, apiKey)
 	a, _ := mustV3(t, "tcp://"+h.srv.Addr(), "d1-a", "d1", h.tokens["d1"])
 	b := mustV5(t, h.srv.Addr(), "d1-b", "d1", h.tokens["d1"]) // a second connection of d1
-	if got := metricValue(gauge) - before; got != 3 {
-		t.Errorf("connected gauge: got +%v, want +3", got)
-	}
+	waitFor(t, func() error {                                  // counted once the session is established, just after the CONNACK
+		if got := metricValue(gauge) - before; got != 3 {
+			return fmt.Errorf("connected gauge: got +%v, want +3", got)
+		}
+		return nil
+	})
 	a.Disconnect(100)
 	waitFor(t, func() error {
 		if got := metricValue(gauge) - before; got != 2 {
@@ -484,5 +491,59 @@ func TestConfigValidate(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%+v: got %v, want an error naming %s", tc.cfg, err, tc.want)
 		}
+	}
+}
+
+// gatedIngest holds publishes to one topic until released.
+type gatedIngest struct {
+	*protocols.Ingest
+	topic   string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedIngest) Accept(ctx context.Context, m protocols.Message) (*streams.Envelope, error) {
+	if m.Topic == g.topic {
+		close(g.entered)
+		<-g.release
+	}
+	return g.Ingest.Accept(ctx, m)
+}
+
+func TestShutdownAcksWhatItStores(t *testing.T) {
+	gate := &gatedIngest{topic: "devices/d1/telemetry", entered: make(chan struct{}), release: make(chan struct{})}
+	h := startHubWith(t, mqtt.Config{}, func(in *protocols.Ingest) mqtt.Ingester { gate.Ingest = in; return gate })
+	dev := mustV5(t, h.srv.Addr(), "d1", "d1", h.tokens["d1"])
+	acked := make(chan byte, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		pr, err := dev.Publish(ctx, &paho.Publish{Topic: "devices/d1/telemetry", QoS: 1, Payload: []byte(`{"last":1}`)})
+		if err != nil || pr == nil {
+			close(acked)
+			return
+		}
+		acked <- pr.ReasonCode
+	}()
+	<-gate.entered // the publish is being stored...
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.stop() }() // ...when the hub shuts down
+	waitFor(t, func() error {
+		c, err := net.Dial("tcp", h.srv.Addr())
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("dial during shutdown: got a connection, want refused")
+		}
+		return nil
+	})
+	close(gate.release)
+	if rc, ok := <-acked; !ok || rc != 0 {
+		t.Errorf("publish in flight at shutdown: got PUBACK %#x (received %t), want 0x00", rc, ok)
+	}
+	if s := h.stored(t, "devices/d1/telemetry"); len(s) != 1 {
+		t.Errorf("stored: got %d messages, want the acknowledged one", len(s))
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Run: got %v, want nil", err)
 	}
 }
