@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/protocols/mqtt"
@@ -192,7 +193,13 @@ func TestForeignTopic(t *testing.T) {
 
 func TestInvalidAndOversizedPayloads(t *testing.T) {
 	h := startHub(t, mqtt.Config{})
-	dev := mustV5(t, h.srv.Addr(), "d1", "d1", h.tokens["d1"])
+	dev, ca, err := v5(t, h.srv.Addr(), "d1", "d1", h.tokens["d1"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint32(testMaxPayload + 64<<10); ca.Properties == nil || ca.Properties.MaximumPacketSize == nil || *ca.Properties.MaximumPacketSize != want {
+		t.Errorf("CONNACK maximum packet size: got %+v, want %d", ca.Properties, want)
+	}
 
 	if rc := dev.publish(t, "devices/d1/telemetry", 1, []byte(`{"temperature": 21.5,`), ""); rc != 0x99 {
 		t.Errorf("malformed JSON telemetry: got reason %#x, want 0x99", rc)
@@ -545,5 +552,68 @@ func TestShutdownAcksWhatItStores(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Errorf("Run: got %v, want nil", err)
+	}
+}
+
+func TestQoS2(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	app := mustV5(t, h.srv.Addr(), "app", protocols.AppUsername, apiKey)
+	app.subscribe(t, "devices/d1/#", 2)
+	dev := mustV5(t, h.srv.Addr(), "d1", "d1", h.tokens["d1"])
+	ctx := context.Background()
+	pr, err := dev.Publish(ctx, &paho.Publish{Topic: "devices/d1/events/x", QoS: 2, Payload: []byte(`{"q":2}`)})
+	if err != nil || pr.ReasonCode != 0 {
+		t.Fatalf("QoS 2 publish: got %+v, %v; want PUBCOMP 0x00", pr, err)
+	}
+	if s := h.stored(t, "devices/d1/events/x"); len(s) != 1 {
+		t.Errorf("stored after PUBCOMP: got %d, want 1", len(s))
+	}
+	// A refusal ends the exchange with a PUBREC carrying the reason.
+	pr, _ = dev.Publish(ctx, &paho.Publish{Topic: "devices/d2/events/x", QoS: 2, Payload: []byte(`{}`)})
+	if pr == nil || pr.ReasonCode != 0x87 {
+		t.Errorf("QoS 2 publish to a foreign topic: got %+v, want PUBREC 0x87", pr)
+	}
+	app.in.waitFor(t, "devices/d1/events/x", `{"q":2}`)
+}
+
+func TestCommandsQueuedForPersistentSession(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	url := "tcp://" + h.srv.Addr()
+	in := &inbox{}
+	persistent := func() pahov3.Client {
+		opts := pahov3.NewClientOptions().AddBroker(url).SetClientID("d1-persistent").
+			SetUsername("d1").SetPassword(h.tokens["d1"]).SetCleanSession(false).SetAutoReconnect(false).
+			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) {
+				in.add(msg{Topic: m.Topic(), Payload: string(m.Payload()), QoS: m.Qos()})
+			})
+		c := pahov3.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+			t.Fatalf("connect with a persistent session: %v", tok.Error())
+		}
+		return c
+	}
+	dev := persistent()
+	if rc := v3Subscribe(t, dev, "devices/d1/commands/+", 1); rc != 1 {
+		t.Fatalf("SUBACK: got %#x, want 0x01", rc)
+	}
+	dev.Disconnect(100)
+
+	app, _ := mustV3(t, url, "app", protocols.AppUsername, apiKey)
+	if err := v3Publish(t, app, "devices/d1/commands/open", 1, `{"door":1}`); err != nil {
+		t.Fatal(err)
+	}
+	// The fan-out has handed the command to the broker once the marker reaches a live
+	// subscriber; the device is offline, so it waits in its session.
+	watcher, seen := mustV3(t, url, "watcher", protocols.AppUsername, apiKey)
+	v3Subscribe(t, watcher, "devices/d1/commands/+", 1)
+	if err := v3Publish(t, app, "devices/d1/commands/marker", 1, `{}`); err != nil {
+		t.Fatal(err)
+	}
+	seen.waitFor(t, "devices/d1/commands/marker", `{}`)
+
+	dev = persistent()
+	defer dev.Disconnect(100)
+	if m := in.waitFor(t, "devices/d1/commands/open", `{"door":1}`); m.QoS != 1 {
+		t.Errorf("queued command delivered at QoS %d, want 1", m.QoS)
 	}
 }
