@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,9 +173,9 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	if rel, ok := strings.CutPrefix(s, "now"); ok {
 		s = rel
 	}
-	if s[0] == '-' || s[0] == '+' {
+	if s != "" && (s[0] == '-' || s[0] == '+') {
 		d, err := ParseDuration(s[1:])
-		if err != nil {
+		if err != nil || s[1:] == "" {
 			return time.Time{}, fmt.Errorf("%q is not a relative time like -1h", s)
 		}
 		if s[0] == '-' {
@@ -197,8 +196,6 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-var dayWeek = regexp.MustCompile(`([0-9]*\.?[0-9]+)([dw])`)
-
 // ParseDuration reads a Go duration that may also use d (24h) and w (7d), e.g. "1d12h". Empty
 // gives 0. Negative durations are refused.
 func ParseDuration(s string) (time.Duration, error) {
@@ -206,24 +203,42 @@ func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	var bad error
-	expanded := dayWeek.ReplaceAllStringFunc(s, func(m string) string {
-		sub := dayWeek.FindStringSubmatch(m)
-		f, err := strconv.ParseFloat(sub[1], 64)
-		if err != nil {
-			bad = err
-		}
-		if sub[2] == "w" {
-			f *= 7
-		}
-		return strconv.FormatFloat(f*24, 'f', -1, 64) + "h"
-	})
-	d, err := time.ParseDuration(expanded)
-	if err != nil || bad != nil {
-		return 0, fmt.Errorf("%q is not a duration like 30s, 5m, 1h or 1d", s)
-	}
-	if d < 0 {
+	bad := fmt.Errorf("%q is not a duration like 30s, 5m, 1h or 1d", s)
+	if s[0] == '-' {
 		return 0, fmt.Errorf("%q is negative", s)
+	}
+	// Rewrite d and w terms as hours, then let time.ParseDuration check the rest.
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == '.') {
+			j++
+		}
+		k := j
+		for k < len(s) && !(s[k] >= '0' && s[k] <= '9' || s[k] == '.') {
+			k++
+		}
+		num, unit := s[i:j], s[j:k]
+		if num == "" || unit == "" {
+			return 0, bad
+		}
+		if unit == "d" || unit == "w" {
+			f, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				return 0, bad
+			}
+			if unit == "w" {
+				f *= 7
+			}
+			num, unit = strconv.FormatFloat(f*24, 'f', -1, 64), "h"
+		}
+		b.WriteString(num)
+		b.WriteString(unit)
+		i = k
+	}
+	d, err := time.ParseDuration(b.String())
+	if err != nil {
+		return 0, bad
 	}
 	return d, nil
 }
