@@ -24,6 +24,9 @@ type writer = *responsewriter.ResponseWriter[*client.Conn]
 
 // handle is the go-coap handler for both listeners. It runs on the peer's worker goroutine.
 func (s *Server) handle(w writer, r *pool.Message) {
+	if c := r.Code(); c == codes.Empty || c>>5 != 0 {
+		return // an empty message (Reset) or a stray response: nothing to answer
+	}
 	code := s.serve(w, r)
 	metricRequests.WithLabelValues(r.Code().String(), codeString(code)).Inc()
 }
@@ -162,6 +165,13 @@ func rejectionCode(err error) codes.Code {
 // get answers a GET: with Observe=0 it registers an observation, with Observe=1 it ends one,
 // and without it returns the newest message stored on the topic.
 func (s *Server) get(ctx context.Context, w writer, r *pool.Message, cs *connState, req request) codes.Code {
+	obs, err := r.Observe()
+	if err == nil && obs == 1 {
+		// Deregistration only touches this peer's own token, so it needs no credentials (go-coap's
+		// Observation.Cancel, for one, sends none). The answer carries no representation.
+		s.obs.removeToken(cs, string(r.Token()))
+		return replyText(w, codes.Content, "")
+	}
 	from, f := s.authenticate(ctx, cs, req)
 	if f != nil {
 		return replyFailure(w, f)
@@ -169,21 +179,14 @@ func (s *Server) get(ctx context.Context, w writer, r *pool.Message, cs *connSta
 	if f := mayRead(from, req); f != nil {
 		return replyFailure(w, f)
 	}
-	obs, err := r.Observe()
-	deregister := err == nil && obs == 1
-	switch {
-	case err == nil && obs == 0:
+	if err == nil && obs == 0 {
 		return s.register(ctx, w, r, cs, req)
-	case deregister:
-		s.obs.removeToken(cs, string(r.Token()))
 	}
 	env, err := s.sub.Last(ctx, req.Topic)
 	switch {
 	case err != nil:
 		s.log.Warn("read last message", "topic", req.Topic, "err", err)
 		return replyText(w, codes.ServiceUnavailable, "storage unavailable")
-	case env == nil && deregister:
-		return replyText(w, codes.Content, "") // the observation is over; there is nothing to show
 	case env == nil:
 		return replyText(w, codes.NotFound, fmt.Sprintf("nothing stored on %s yet", req.Topic))
 	}
@@ -234,21 +237,22 @@ func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *co
 		}
 		return replyEnvelope(w, env)
 	}
-	var env *streams.Envelope
-	if !req.IsDevice || req.Device.Kind != protocols.KindCommand {
-		var err error
-		if env, err = s.sub.Last(ctx, req.Topic); err != nil {
-			s.obs.remove(o)
-			s.log.Warn("read last message", "topic", req.Topic, "err", err)
-			return replyText(w, codes.ServiceUnavailable, "storage unavailable")
-		}
+	env, err := s.sub.Last(ctx, req.Topic)
+	if err != nil {
+		s.obs.remove(o)
+		s.log.Warn("read last message", "topic", req.Topic, "err", err)
+		return replyText(w, codes.ServiceUnavailable, "storage unavailable")
 	}
 	var code codes.Code
-	if env != nil {
+	switch {
+	case env == nil:
+		code = replyText(w, codes.Content, "")
+	case req.IsDevice && req.Device.Kind == protocols.KindCommand:
+		o.after = env.Seq // commands already stored are not sent, neither now nor queued
+		code = replyText(w, codes.Content, "")
+	default:
 		o.after = env.Seq
 		code = replyEnvelope(w, env)
-	} else {
-		code = replyText(w, codes.Content, "")
 	}
 	if w.Message().IsModified() {
 		w.Message().SetObserve(o.nextSeq())

@@ -20,6 +20,9 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	"github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
@@ -326,3 +329,17 @@ func codeName(c codes.Code) string { return fmt.Sprintf("%s (%s)", codeString(c)
 const testTimeout = 10 * time.Second
 
 var timeNow = time.Now
+
+func coderEncode(m message.Message, b []byte) (int, error) { return coder.DefaultCoder.Encode(m, b) }
+
+// metricValue reads a counter or gauge.
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if c := d.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return d.GetGauge().GetValue()
+}

@@ -3,11 +3,16 @@ package coap
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 
 	"github.com/tributary-iot/tributary/payload"
 	"github.com/tributary-iot/tributary/protocols"
@@ -177,18 +182,17 @@ func (s *Server) runObserver(ctx context.Context, o *observer) {
 			if env.Seq != 0 && env.Seq <= o.after {
 				continue
 			}
-			err := s.notify(ctx, o, env)
-			select {
-			case <-o.done:
-				return // cancelled while in flight (Reset, Observe=1, peer gone)
+			switch err := s.notify(ctx, o, env); {
+			case err == nil:
+			case errors.Is(err, errReset):
+				s.log.Debug("observation cancelled by Reset", "remote", o.cs.cc.RemoteAddr().String(), "topic", o.topic)
+				s.obs.remove(o)
+				return
+			case errors.Is(err, errObserverDone), ctx.Err() != nil:
+				return
 			default:
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
 				metricNotifyDropped.WithLabelValues("unacknowledged").Inc()
-				s.log.Debug("observer dropped: notification not acknowledged", "remote", o.cs.cc.RemoteAddr().String(), "topic", o.topic, "err", err)
+				s.log.Debug("observer dropped", "remote", o.cs.cc.RemoteAddr().String(), "topic", o.topic, "err", err)
 				s.obs.remove(o)
 				return
 			}
@@ -197,12 +201,31 @@ func (s *Server) runObserver(ctx context.Context, o *observer) {
 	}
 }
 
-// notify sends one confirmable notification and waits for its acknowledgement (go-coap
-// retransmits it meanwhile).
+// CoAP transmission parameters (RFC 7252 §4.8) for notifications.
+const (
+	ackTimeout      = 2 * time.Second
+	ackRandomFactor = 1.5
+	maxRetransmit   = 4
+	notifyBlockSize = 1024 // larger payloads go block-wise (RFC 7959 §2.6)
+	notifyBlockSZX  = blockwise.SZX1024
+)
+
+var (
+	errReset        = errors.New("notification answered with Reset")
+	errUnacked      = errors.New("notification not acknowledged")
+	errObserverDone = errors.New("observation ended")
+)
+
+// notify sends one confirmable notification and waits for its ACK, retransmitting as RFC 7252
+// §4.2 says. It does the confirmable exchange itself instead of leaving it to go-coap's
+// WriteMessage, because only so it knows the message ID and can tell an ACK from a Reset,
+// which cancels the observation (RFC 7641 §3.6).
 func (s *Server) notify(ctx context.Context, o *observer, env *streams.Envelope) error {
-	cc := o.cs.cc
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.NotifyTimeout)
-	defer cancel()
+	cs := o.cs
+	cc := cs.cc
+	cs.notifyMu.Lock()
+	defer cs.notifyMu.Unlock()
+
 	m := cc.AcquireMessage(ctx)
 	defer cc.ReleaseMessage(m)
 	m.SetCode(codes.Content)
@@ -212,18 +235,62 @@ func (s *Server) notify(ctx context.Context, o *observer, env *streams.Envelope)
 	if cf, ok := payload.CoAPFormat(env.ContentType); ok {
 		m.SetContentFormat(message.MediaType(cf))
 	}
-	if len(env.Payload) > 0 {
-		m.SetBody(bytes.NewReader(env.Payload))
+	if env.Seq > 0 {
+		m.SetOptionBytes(message.ETag, etag(env.Seq))
+	}
+	body := env.Payload
+	if len(body) > notifyBlockSize {
+		// The first block; the client GETs the rest (RFC 7959 §2.6).
+		block, _ := blockwise.EncodeBlockOption(notifyBlockSZX, 0, true)
+		m.SetOptionUint32(message.Block2, block)
+		m.SetOptionUint32(message.Size2, uint32(len(body)))
+		body = body[:notifyBlockSize]
+	}
+	if len(body) > 0 {
+		m.SetBody(bytes.NewReader(body))
+	}
+	if cm := cs.replyCM.Load(); cm != nil {
+		m.SetControlMessage(cm)
 	}
 	mid := cc.GetMessageID()
 	m.SetMessageID(mid)
-	o.cs.mu.Lock()
-	o.cs.inflight[mid] = o
-	o.cs.mu.Unlock()
+	answer := make(chan message.Type, 1)
+	cs.mu.Lock()
+	cs.inflight[mid] = answer
+	cs.mu.Unlock()
 	defer func() {
-		o.cs.mu.Lock()
-		delete(o.cs.inflight, mid)
-		o.cs.mu.Unlock()
+		cs.mu.Lock()
+		delete(cs.inflight, mid)
+		cs.mu.Unlock()
 	}()
-	return cc.WriteMessage(m)
+
+	deadline := time.Now().Add(s.cfg.NotifyTimeout)
+	timeout := time.Duration(float64(ackTimeout) * (1 + rand.Float64()*(ackRandomFactor-1)))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for attempt := 0; ; attempt++ {
+		if err := cc.Session().WriteMessage(m); err != nil {
+			return fmt.Errorf("send notification: %w", err)
+		}
+		timer.Reset(min(timeout, time.Until(deadline)))
+		select {
+		case typ := <-answer:
+			if typ == message.Reset {
+				return errReset
+			}
+			return nil
+		case <-timer.C:
+		case <-o.done:
+			return errObserverDone
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-cc.Context().Done():
+			return errObserverDone
+		}
+		if attempt >= maxRetransmit || !time.Now().Before(deadline) {
+			return errUnacked
+		}
+		timeout *= 2
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/dtls"
 	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/options"
@@ -325,8 +327,15 @@ type connState struct {
 	ident   *dtlsIdentity // DTLS: established on the first request
 	started []*observer   // registered by the current request, started after its response
 
+	// notifyMu lets one notification at a time be outstanding to the peer (CoAP's NSTART=1
+	// congestion rule, RFC 7641 §4.5.1).
+	notifyMu sync.Mutex
+	// replyCM is where replies to the peer go out from (the destination address and
+	// interface of its last datagram), as go-coap does for responses.
+	replyCM atomic.Pointer[coapnet.ControlMessage]
+
 	mu       sync.Mutex
-	inflight map[int32]*observer // message ID of an unacknowledged notification → observer
+	inflight map[int32]chan message.Type // message ID of an unacknowledged notification → its answer
 }
 
 type queued struct {
@@ -346,7 +355,7 @@ func stateOf(cc *client.Conn) *connState {
 // waits for JetStream that goroutine stops, and with it, once a small queue is full, the UDP
 // read loop of every peer.
 func (s *Server) onNewConn(ctx context.Context, cc *client.Conn, isDTLS bool) {
-	cs := &connState{cc: cc, isDTLS: isDTLS, in: make(chan queued, s.cfg.RequestQueue), inflight: map[int32]*observer{}}
+	cs := &connState{cc: cc, isDTLS: isDTLS, in: make(chan queued, s.cfg.RequestQueue), inflight: map[int32]chan message.Type{}}
 	cc.SetContextValue(stateKey{}, cs)
 	s.wg.Go(func() { s.work(ctx, cs) })
 }
@@ -391,20 +400,32 @@ func (s *Server) work(ctx context.Context, cs *connState) {
 	}
 }
 
-// monitorRequest sees every message from a peer before go-coap handles it.
+// monitorRequest sees every message from a peer before go-coap handles it. It takes the
+// ACKs and Resets answering notifications (see notify) out of go-coap's way.
 func (s *Server) monitorRequest(cc *client.Conn, m *pool.Message) (drop bool, err error) {
 	cs := stateOf(cc)
 	if cs == nil {
 		return false, nil
 	}
 	cs.pings.Store(0)
-	if m.Type() == message.Reset {
-		// A Reset answering a notification cancels the observation (RFC 7641 §3.6).
+	if cm := m.ControlMessage(); cm != nil && len(cm.Dst) > 0 && !cm.Dst.IsMulticast() {
+		cs.replyCM.Store(&coapnet.ControlMessage{IfIndex: cm.IfIndex, Src: slices.Clone(cm.Dst)})
+	}
+	if typ := m.Type(); typ == message.Acknowledgement || typ == message.Reset {
+		mid := m.MessageID()
 		cs.mu.Lock()
-		o := cs.inflight[m.MessageID()]
+		answer, ok := cs.inflight[mid]
+		delete(cs.inflight, mid)
 		cs.mu.Unlock()
-		if o != nil {
-			s.obs.remove(o)
+		if ok {
+			answer <- typ // buffered
+			if m.Code() != codes.Empty {
+				// Not a bare ACK: go-coap's client, for one, piggybacks the GET for the next
+				// block of a block-wise notification on it.
+				return false, nil
+			}
+			cc.InactivityMonitor().Notify()
+			return true, nil
 		}
 	}
 	return false, nil

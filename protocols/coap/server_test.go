@@ -139,7 +139,7 @@ func readDatagram(t testing.TB, conn net.Conn) message.Message {
 	if err != nil {
 		t.Fatalf("read datagram: %v", err)
 	}
-	var m message.Message
+	m := message.Message{Options: make(message.Options, 0, 16)}
 	if _, err := coder.DefaultCoder.Decode(buf[:n], &m); err != nil {
 		t.Fatalf("decode datagram: %v", err)
 	}
