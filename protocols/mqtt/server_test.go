@@ -617,3 +617,16 @@ func TestCommandsQueuedForPersistentSession(t *testing.T) {
 		t.Errorf("queued command delivered at QoS %d, want 1", m.QoS)
 	}
 }
+
+func TestPublishInline(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	app := mustV5(t, h.srv.Addr(), "app", protocols.AppUsername, apiKey)
+	app.subscribe(t, "hub/notices", 1)
+	h.srv.Publish("hub/notices", []byte("maintenance at 02:00"), false, 1)
+	if m := app.in.waitFor(t, "hub/notices", "maintenance at 02:00"); m.QoS != 1 {
+		t.Errorf("inline publish delivered at QoS %d, want 1", m.QoS)
+	}
+	if s := h.stored(t, "hub/notices"); len(s) != 0 {
+		t.Errorf("inline publish stored %d times, want 0 (it is not ingested)", len(s))
+	}
+}
