@@ -5,6 +5,20 @@ import 'uplot/dist/uPlot.min.css';
 const palette = ['#0f766e', '#2563eb', '#c2410c', '#7c3aed', '#be123c', '#0e7490', '#4d7c0f', '#a16207'];
 export const colorFor = (i) => palette[i % palette.length];
 
+const pad = (n) => String(n).padStart(2, '0');
+
+// timeLabels formats x-axis ticks on one line: seconds when the span is short, the date when
+// it is long.
+function timeLabels(u, splits) {
+  const span = splits.length > 1 ? splits[splits.length - 1] - splits[0] : 0;
+  return splits.map((v) => {
+    const d = new Date(v * 1000);
+    const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    if (span > 2 * 86400) return `${d.getMonth() + 1}/${d.getDate()} ${hm}`;
+    return span < 600 ? `${hm}:${pad(d.getSeconds())}` : hm;
+  });
+}
+
 function baseOpts(width, height, color, label) {
   return {
     width,
@@ -13,7 +27,7 @@ function baseOpts(width, height, color, label) {
     cursor: { drag: { x: false, y: false }, points: { size: 6 } },
     scales: { x: { time: true } },
     axes: [
-      { stroke: '#64748b', grid: { stroke: '#eef2f6' }, ticks: { stroke: '#e2e8f0' }, font: '11px system-ui' },
+      { stroke: '#64748b', grid: { stroke: '#eef2f6' }, ticks: { stroke: '#e2e8f0' }, font: '11px system-ui', values: timeLabels, space: 60 },
       { stroke: '#64748b', grid: { stroke: '#eef2f6' }, ticks: { stroke: '#e2e8f0' }, font: '11px system-ui', size: 52 },
     ],
     series: [

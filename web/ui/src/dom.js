@@ -36,7 +36,7 @@ const rtf = new Intl.RelativeTimeFormat('en', { numeric: 'auto' });
 // ago formats a time as "12 s ago", "3 min ago", ... or "never".
 export function ago(t, now = Date.now()) {
   if (!t) return 'never';
-  const ms = (t instanceof Date ? t.getTime() : Date.parse(t)) - now;
+  const ms = (t instanceof Date ? t.getTime() : typeof t === 'number' ? t : Date.parse(t)) - now;
   if (Number.isNaN(ms)) return '—';
   const s = Math.round(ms / 1000);
   if (Math.abs(s) < 5) return 'just now';

@@ -28,6 +28,8 @@ export class DeviceMap {
       worldCopyJump: false,
       maxBounds: [[-90, -200], [90, 200]],
     });
+    // The graticule lies under the devices: a pane below the overlay pane (z-index 400).
+    this.map.createPane('grid').style.zIndex = 250;
     this.grid = L.layerGroup().addTo(this.map);
     this.layer = L.featureGroup().addTo(this.map);
     this.markers = new Map();
@@ -45,9 +47,9 @@ export class DeviceMap {
     const south = Math.max(-85, b.getSouth()), north = Math.min(85, b.getNorth());
     const west = Math.max(-180, b.getWest()), east = Math.min(180, b.getEast());
     const step = niceStep(Math.max(north - south, (east - west) / 2));
-    const style = { color: '#cbd5e1', weight: 1, interactive: false };
+    const style = { color: '#cbd5e1', weight: 1, interactive: false, pane: 'grid' };
     const label = (latlng, text, cls) =>
-      L.marker(latlng, { interactive: false, icon: L.divIcon({ className: `grid-label ${cls}`, html: text, iconSize: null }) });
+      L.marker(latlng, { interactive: false, pane: 'grid', icon: L.divIcon({ className: `grid-label ${cls}`, html: text, iconSize: null }) });
     const digits = step < 0.1 ? 2 : step < 1 ? 1 : 0;
     for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
       L.polyline([[lat, west], [lat, east]], style).addTo(this.grid);
@@ -96,7 +98,7 @@ export class DeviceMap {
 
   fit() {
     if (!this.markers.size) return;
-    this.map.fitBounds(this.layer.getBounds(), { padding: [48, 48], maxZoom: 13 });
+    this.map.fitBounds(this.layer.getBounds(), { paddingTopLeft: [70, 50], paddingBottomRight: [150, 50], maxZoom: 13 });
   }
 
   destroy() {

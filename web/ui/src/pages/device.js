@@ -96,6 +96,7 @@ export function devicePage(id) {
       c = new LiveChart(plotEl, field, colorFor(charts.size));
       c.latestEl = latest;
       charts.set(field, c);
+      onNewField(field);
       cleanup.push(() => c.destroy());
     }
     c.push(t, v);
@@ -157,6 +158,7 @@ export function devicePage(id) {
     cleanup.push(() => tel.close(), () => all.close());
   }
 
+  let onNewField = () => {};
   function buildHistory() {
     const fieldSel = h('select', { 'aria-label': 'Field' });
     const rangeSel = h('select', { 'aria-label': 'Range' }, RANGES.map(([l, s]) => h('option', { value: s }, `Last ${l}`)), h('option', { value: 'custom' }, 'Custom…'));
@@ -221,12 +223,22 @@ export function devicePage(id) {
           : notice('error', 'Query failed', e.message));
       }
     }
+    let loaded = false;
+    const loadOnce = () => { if (!loaded) { loaded = true; load(); } };
+    onNewField = (f) => {
+      if (![...fieldSel.options].some((o) => o.value === f)) {
+        fieldSel.append(h('option', { value: f }, f));
+        [...fieldSel.options].sort((a, b) => a.value.localeCompare(b.value)).forEach((o) => fieldSel.append(o));
+        if (!fieldSel.value) fieldSel.value = f;
+      }
+      loadOnce();
+    };
     replace(history,
       h('div', { class: 'toolbar' }, fieldSel, rangeSel, from, to, aggSel,
         h('button', { class: 'primary', onclick: load }, 'Show'), summary),
       out);
     cleanup.push(() => chart && chart.destroy());
-    fields().then((n) => n && load());
+    fields().then((n) => n && loadOnce());
   }
 
   async function buildShadow() {
