@@ -9,10 +9,15 @@ export INFLUXD
 run:
 	$(GO) run ./cmd/hubd
 
-# deps installs the real InfluxDB 1.8 the storage tests start (a ~3 minute build the first time).
+# deps installs the real InfluxDB 1.8 the storage tests start (a ~3 minute build the first time),
+# and chromium and playwright-core for the dashboard's browser test.
 deps:
 	@test -x "$(INFLUXD)" || { echo "installing influxd v1.8.10 (first time only, ~3 min)"; \
 		cd /tmp && $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10; }
+	@# The dashboard's browser test (web/browser_test.go): Debian's chromium and playwright-core.
+	@test -x /usr/bin/chromium || { echo "installing chromium (first time only)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@test -f web/e2e/node_modules/playwright-core/package.json || npm ci --prefix web/e2e --no-audit --no-fund
 
 test: deps
 	$(GO) vet ./...

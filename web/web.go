@@ -1,6 +1,6 @@
 // Package web is the hub's dashboard: a single-page application whose source is in ui/ and
 // whose build output, dist/, is committed and embedded in the binary, so hubd needs no Node at
-// run time. Rebuild with `npm ci --prefix web/ui && npm run build --prefix web/ui` (make web).
+// run time. Rebuild with `npm ci --prefix web/ui && npm run build --prefix web/ui`.
 package web
 
 import (
