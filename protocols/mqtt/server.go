@@ -236,10 +236,14 @@ func (s *Server) Run(ctx context.Context) error {
 		stopFan()
 		<-fanDone // Subscribe returns nil once its context ends
 	case err = <-fanDone:
-		if err == nil {
-			err = errors.New("subscription ended")
+		switch {
+		case ctx.Err() != nil:
+			err = nil // it ended because ctx did
+		case err == nil:
+			err = errors.New("mqtt: fan-out: subscription ended")
+		default:
+			err = fmt.Errorf("mqtt: fan-out: %w", err)
 		}
-		err = fmt.Errorf("mqtt: fan-out: %w", err)
 	}
 	s.shutdown()
 	return err

@@ -2,10 +2,12 @@ package mqtt_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
@@ -628,5 +630,45 @@ func TestPublishInline(t *testing.T) {
 	}
 	if s := h.stored(t, "hub/notices"); len(s) != 0 {
 		t.Errorf("inline publish stored %d times, want 0 (it is not ingested)", len(s))
+	}
+}
+
+type failingSubscriber struct{}
+
+func (failingSubscriber) Subscribe(context.Context, streams.Subscription, func(*streams.Envelope)) error {
+	return errors.New("no stream")
+}
+
+func TestRunFailsWhenFanOutCannotSubscribe(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	srv, err := mqtt.New(mqtt.Config{Addr: "127.0.0.1:0"}, protocols.NewIngest(h.bus, 0, streamstest.Logger(t)),
+		creds{reg: h.reg, key: apiKey}, failingSubscriber{}, nil, streamstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "no stream") {
+			t.Errorf("Run: got %v, want the fan-out's error", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("Run did not return when the fan-out failed")
+	}
+	if err := srv.Run(context.Background()); err == nil {
+		t.Errorf("second Run: got nil, want an error")
+	}
+}
+
+func TestRunFailsWhenAddressInUse(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	srv, err := mqtt.New(mqtt.Config{Addr: h.srv.Addr()}, protocols.NewIngest(h.bus, 0, streamstest.Logger(t)),
+		creds{reg: h.reg, key: apiKey}, h.bus, nil, streamstest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Run(context.Background()); err == nil || !strings.Contains(err.Error(), h.srv.Addr()) {
+		t.Errorf("Run on a taken address: got %v, want an error naming it", err)
 	}
 }
