@@ -168,19 +168,31 @@ func (w *Writer) Run(ctx context.Context) error {
 	close(w.ready)
 	w.log.Info("writing to influxdb", "influx", w.cfg, "subject", w.m.Subject)
 
-	batches := make(chan *batch) // unbuffered: at most two batches are held, one per stage
+	// Three stages overlap: fetch, decode and encode, write. Channels are unbuffered, so at
+	// most three batches are held, one per stage.
+	fetched, prepared := make(chan *batch), make(chan *batch)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		w.pollLag(ctx)
 	}()
 	go func() {
 		defer wg.Done()
-		defer close(batches)
-		w.fetchLoop(ctx, cons, batches)
+		defer close(fetched)
+		w.fetchLoop(ctx, cons, fetched)
 	}()
-	for b := range batches {
+	go func() {
+		defer wg.Done()
+		defer close(prepared)
+		for b := range fetched {
+			w.prepare(b)
+			if !w.hand(ctx, b, prepared) {
+				b.nakRest()
+			}
+		}
+	}()
+	for b := range prepared {
 		if ctx.Err() != nil || !w.writeBatch(ctx, b) {
 			b.nakRest()
 		}
@@ -291,7 +303,7 @@ func (w *Writer) fetchLoop(ctx context.Context, cons jetstream.Consumer, out cha
 		if len(msgs) == 0 {
 			continue
 		}
-		b := w.prepare(msgs)
+		b := newBatch(msgs)
 		if !w.hand(ctx, b, out) {
 			b.nakRest()
 			return
@@ -347,33 +359,39 @@ func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
 	return msgs, nil
 }
 
-// prepare decodes and encodes messages, in parallel for large batches.
-func (w *Writer) prepare(msgs []jetstream.Msg) *batch {
+func newBatch(msgs []jetstream.Msg) *batch {
 	b := &batch{items: make([]item, len(msgs)), touched: time.Now()}
-	workers := min(runtime.GOMAXPROCS(0), 8, (len(msgs)+255)/256)
-	if workers <= 1 {
-		w.prepareRange(b.items, msgs)
-		return b
+	for i, m := range msgs {
+		b.items[i].msg = m
 	}
-	var wg sync.WaitGroup
-	per := (len(msgs) + workers - 1) / workers
-	for lo := 0; lo < len(msgs); lo += per {
-		hi := min(lo+per, len(msgs))
-		wg.Go(func() { w.prepareRange(b.items[lo:hi], msgs[lo:hi]) })
-	}
-	wg.Wait()
 	return b
 }
 
-func (w *Writer) prepareRange(items []item, msgs []jetstream.Msg) {
+// prepare decodes and encodes the batch's messages, in parallel for large batches.
+func (w *Writer) prepare(b *batch) {
+	workers := min(runtime.GOMAXPROCS(0), 8, (len(b.items)+511)/512)
+	if workers <= 1 {
+		w.prepareRange(b.items)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (len(b.items) + workers - 1) / workers
+	for lo := 0; lo < len(b.items); lo += per {
+		hi := min(lo+per, len(b.items))
+		wg.Go(func() { w.prepareRange(b.items[lo:hi]) })
+	}
+	wg.Wait()
+}
+
+func (w *Writer) prepareRange(items []item) {
 	var buf bytes.Buffer
 	enc := lp.NewEncoder(&buf)
 	enc.SetFieldTypeSupport(lp.UintSupport)
 	enc.FailOnFieldErr(true)
 	enc.SetPrecision(time.Nanosecond)
-	for i, msg := range msgs {
+	for i := range items {
 		it := &items[i]
-		it.msg = msg
+		msg := it.msg
 		env, err := streams.FromMsg(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			it.env = &streams.Envelope{Topic: msg.Subject(), Payload: msg.Data()}
@@ -402,7 +420,7 @@ func (w *Writer) prepareRange(items []item, msgs []jetstream.Msg) {
 	}
 }
 
-// hand passes b to the write stage, keeping its messages alive while it waits.
+// hand passes b to the next stage, keeping its messages alive while it waits.
 func (w *Writer) hand(ctx context.Context, b *batch, out chan<- *batch) bool {
 	t := time.NewTicker(w.cfg.AckWait / 3)
 	defer t.Stop()
