@@ -17,10 +17,9 @@ import (
 // InfluxQuerier answers queries with Flux from InfluxDB 2.x, or 1.8+ with flux-enabled.
 //
 // The Flux is written to give the same answers on InfluxDB 1.8 (Flux 0.65), whose range()
-// includes its stop time and whose window() adds a spurious window when the range does not
-// start on a window boundary: the range is widened to window boundaries and the exact
-// [From, To) is applied with a filter on _time. Series of the device (its tags may have
-// changed) are merged before aggregating.
+// includes its stop time: [From, To) is applied again with a filter on _time. Series of the
+// device (its tags may have changed) are merged before aggregating, and windows are stamped
+// with their aligned start even when From cuts the first one short.
 type InfluxQuerier struct {
 	cfg    Config
 	client influxdb2.Client
@@ -83,13 +82,9 @@ func (iq *InfluxQuerier) Query(ctx context.Context, q Query) ([]Point, error) {
 
 // queryFlux builds the Flux for q (already normalized).
 func (iq *InfluxQuerier) queryFlux(q Query) string {
-	start, stop := q.From, q.To
-	if q.Every > 0 {
-		start, stop = windowStart(q.From, q.Every), windowEnd(q.To, q.Every)
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "from(bucket: %s)\n", fluxString(iq.cfg.Bucket))
-	fmt.Fprintf(&b, "  |> range(start: %s, stop: %s)\n", fluxTime(start), fluxTime(stop))
+	fmt.Fprintf(&b, "  |> range(start: %s, stop: %s)\n", fluxTime(q.From), fluxTime(q.To))
 	fmt.Fprintf(&b, "  |> filter(fn: (r) => r._measurement == %s and r.%s == %s and r._field == %s)\n",
 		fluxString(iq.cfg.Measurement), TagDevice, fluxString(q.Device), fluxString(q.Field))
 	fmt.Fprintf(&b, "  |> filter(fn: (r) => r._time >= %s and r._time < %s)\n", fluxTime(q.From), fluxTime(q.To))

@@ -130,15 +130,6 @@ func windowStart(t time.Time, every time.Duration) time.Time {
 	return time.Unix(0, ns-r).UTC()
 }
 
-// windowEnd is the first window boundary at or after t.
-func windowEnd(t time.Time, every time.Duration) time.Time {
-	s := windowStart(t, every)
-	if s.Equal(t) {
-		return s
-	}
-	return s.Add(every)
-}
-
 // ParseQuery reads the query parameters of GET /api/v1/devices/{id}/telemetry (field, from,
 // to, every, agg) and normalizes the result.
 func ParseQuery(device string, v url.Values, now time.Time) (Query, error) {
