@@ -53,7 +53,7 @@ export class DeviceMap {
     const digits = step < 0.1 ? 2 : step < 1 ? 1 : 0;
     for (let lat = Math.ceil(south / step) * step; lat <= north; lat += step) {
       L.polyline([[lat, west], [lat, east]], style).addTo(this.grid);
-      label([lat, west], `${Math.abs(lat).toFixed(digits)}°${lat >= 0 ? 'N' : 'S'}`, 'lat').addTo(this.grid);
+      label([lat, east], `${Math.abs(lat).toFixed(digits)}°${lat >= 0 ? 'N' : 'S'}`, 'lat').addTo(this.grid);
     }
     for (let lon = Math.ceil(west / step) * step; lon <= east; lon += step) {
       L.polyline([[south, lon], [north, lon]], style).addTo(this.grid);
