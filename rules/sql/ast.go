@@ -1,7 +1,6 @@
 package sql
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/tributary-iot/tributary/streams/window"
@@ -150,8 +149,8 @@ func (e *Literal) String() string {
 	if s, ok := e.Value.Str(); ok {
 		return quoteString(s)
 	}
-	if f, ok := e.Value.Number(); ok {
-		return strconv.FormatFloat(f, 'g', -1, 64)
+	if e.Value.Kind() == window.KindNumber {
+		return e.Value.String()
 	}
 	if b, ok := e.Value.Bool(); ok {
 		if b {

@@ -36,9 +36,8 @@
 // TUMBLINGWINDOW, HOPPINGWINDOW, SLIDINGWINDOW and SESSIONWINDOW. Durations
 // are a number and a unit, ns, us, ms, s, m, h or d, and may be compound:
 // 500ms, 30s, 1m, 1h30m, 1.5h, 1d. Strings are in single quotes, a quote in
-// them doubled;
-// "double" and `back` quotes make names of words that are keywords or hold
-// other characters. Comments run from -- to the end of the line, or are
+// them doubled; "double" and `back` quotes make names of words that are
+// keywords or hold other characters. Comments run from -- to the end of the line, or are
 // /* enclosed */. Expressions nest at most [MaxDepth] levels.
 //
 // # FROM

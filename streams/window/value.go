@@ -59,8 +59,6 @@ func BoolValue(b bool) Value {
 // TimeValue returns a time, kept with nanosecond precision as Unix time.
 func TimeValue(t time.Time) Value { return Value{kind: KindTime, ns: t.UnixNano()} }
 
-func timeValueNanos(ns int64) Value { return Value{kind: KindTime, ns: ns} }
-
 // ValueOf converts a payload value: numbers of any Go numeric type and
 // json.Number become numbers, strings, bools and time.Time keep their kind.
 // Anything else (nil, objects, arrays) is NULL.
@@ -170,15 +168,16 @@ func (v Value) Equal(w Value) bool {
 	return true
 }
 
-// String formats v for humans and for canonical group keys: NULL, true,
-// numbers in the shortest form that round-trips, strings JSON-quoted and times
-// as quoted RFC 3339 with nanoseconds.
+// String formats v for humans and for canonical group keys, as JSON would
+// where JSON can: null, true, numbers in the shortest form that round-trips
+// (NaN, +Inf, -Inf otherwise), strings JSON-quoted and times as quoted
+// RFC 3339 with nanoseconds.
 func (v Value) String() string { return string(v.appendCanonical(nil)) }
 
 func (v Value) appendCanonical(b []byte) []byte {
 	switch v.kind {
 	case KindNumber:
-		return strconv.AppendFloat(b, v.num, 'g', -1, 64)
+		return appendNumber(b, v.num)
 	case KindString:
 		q, _ := json.Marshal(v.str) // a string always marshals
 		return append(b, q...)
@@ -190,6 +189,24 @@ func (v Value) appendCanonical(b []byte) []byte {
 		return append(b, '"')
 	}
 	return append(b, "null"...)
+}
+
+// appendNumber formats like encoding/json: plain digits unless the
+// exponent is below -6 or at least 21.
+func appendNumber(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return strconv.AppendFloat(b, f, 'g', -1, 64)
+	}
+	format := byte('f')
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if n := len(b); format == 'e' && n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+		b[n-2] = b[n-1] // e-07 → e-7
+		b = b[:n-1]
+	}
+	return b
 }
 
 // appendKey appends an injective binary encoding of v, used for the group
