@@ -300,36 +300,20 @@ func TestSSESlowConsumer(t *testing.T) {
 	}
 	fast := h.openSSE(t, q, "")
 
-	// 300 messages of 40 KiB (12 MB): more than the slow client's socket buffers and its bounded queue
-	// hold. They go in batches, each received by the reading client before the next is sent:
-	// the stuck client does not hold it back.
-	t0 := time.Now()
-	defer func() { t.Logf("took %s", time.Since(t0)) }()
-	const n, batch = 300, 20
-	pad := strings.Repeat("x", 40<<10)
-	first := uint64(0)
-	for i := 0; i < n; i += batch {
-		for j := i; j < i+batch; j++ {
-			seq := h.publish(t, "devices/d1/telemetry", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, j, pad))
-			if j == 0 {
-				first = seq
-			}
+	// More than the stuck client's socket buffers and bounded queue hold, in batches each
+	// received by the reading client before the next is sent.
+	first, n := h.flood(t, func(want uint64) {
+		if ev := fast.next(t, 10*time.Second); ev.event != "message" || ev.id != strconv.FormatUint(want, 10) {
+			t.Fatalf("reading client got %s %s, want message %d", ev.event, ev.id, want)
 		}
-		for j := i; j < i+batch; j++ {
-			ev := fast.next(t, 10*time.Second)
-			if ev.event != "message" || ev.id != strconv.FormatUint(first+uint64(j), 10) {
-				t.Fatalf("reading client event %d = %s %s, want message %d", j, ev.event, ev.id, first+uint64(j))
-			}
-		}
-	}
+	})
 
-	t.Logf("published at %s", time.Since(t0))
 	// The slow client now reads everything that is left.
 	events := make(chan sseEvent, n+10)
 	go readSSE(slow, events, nil)
 	conn.SetReadDeadline(time.Time{})
 	next, delivered, skipped, skipEvents := first, 0, 0, 0
-	for next < first+n {
+	for next < first+uint64(n) {
 		var ev sseEvent
 		select {
 		case ev = <-events:
@@ -366,4 +350,57 @@ func TestSSESlowConsumer(t *testing.T) {
 		t.Fatalf("slow client: %d delivered and none skipped; want the bounded buffer to overflow", delivered)
 	}
 	t.Logf("slow client: %d delivered, %d skipped in %d skipped events", delivered, skipped, skipEvents)
+}
+
+// skippedTotal reads tributary_live_skipped_total from /metrics.
+func (h *liveHub) skippedTotal(t *testing.T) float64 {
+	t.Helper()
+	resp, err := http.Get(h.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "tributary_live_skipped_total "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// flood publishes 40 KiB messages in batches of 20 while a stuck client is connected. After
+// each batch, read(seq) is called for every message of it, so a reading client must keep up
+// while the stuck one does not hold it back. It goes on until the hub has skipped messages for
+// the stuck client (once the client's socket buffers and its bounded queue are full, whatever
+// the kernel's buffer sizes) and two batches more, and returns the first sequence and count.
+func (h *liveHub) flood(t *testing.T, read func(seq uint64)) (first uint64, n int) {
+	t.Helper()
+	const batch, most = 20, 2000
+	pad := strings.Repeat("x", 40<<10)
+	base := h.skippedTotal(t)
+	extra := -1
+	for n < most && extra != 0 {
+		for j := n; j < n+batch; j++ {
+			seq := h.publish(t, "devices/d1/telemetry", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, j, pad))
+			if j == 0 {
+				first = seq
+			}
+		}
+		for j := n; j < n+batch; j++ {
+			read(first + uint64(j))
+		}
+		n += batch
+		switch {
+		case extra > 0:
+			extra--
+		case extra < 0 && h.skippedTotal(t) > base:
+			extra = 2
+		}
+	}
+	if extra != 0 {
+		t.Fatalf("after %d messages of 40 KiB the hub skipped none for the stuck client; want its buffer bounded", n)
+	}
+	return first, n
 }

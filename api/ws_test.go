@@ -251,26 +251,15 @@ func TestWebSocketSlowConsumer(t *testing.T) {
 	fast.send(t, `{"op":"subscribe","topic":"devices/+/telemetry"}`)
 	fast.expect(t, "subscribed", "devices/+/telemetry")
 
-	const n, batch = 300, 20
-	pad := strings.Repeat("x", 40<<10)
-	var first uint64
-	for i := 0; i < n; i += batch {
-		for j := i; j < i+batch; j++ {
-			seq := h.publish(t, "devices/d1/telemetry", fmt.Sprintf(`{"n":%d,"pad":"%s"}`, j, pad))
-			if j == 0 {
-				first = seq
-			}
+	first, n := h.flood(t, func(want uint64) {
+		if f := fast.expect(t, "message", "devices/+/telemetry"); f.Seq != want {
+			t.Fatalf("reading client got seq %d, want %d", f.Seq, want)
 		}
-		for j := i; j < i+batch; j++ {
-			if f := fast.expect(t, "message", "devices/+/telemetry"); f.Seq != first+uint64(j) {
-				t.Fatalf("reading client got seq %d, want %d", f.Seq, first+uint64(j))
-			}
-		}
-	}
+	})
 
 	slow.startReading(t)
 	next, skipped := first, 0
-	for next < first+n {
+	for next < first+uint64(n) {
 		f := slow.next(t)
 		switch f.Type {
 		case "message":
