@@ -180,6 +180,7 @@ type group struct {
 
 	wins      []*win  // open windows sorted by start (not SLIDING)
 	entries   []entry // SLIDING: events sorted by (ts, seq)
+	argv      []Value // SLIDING: the entries' aggregate arguments, len(Plan.Aggregates) per entry
 	pending   int     // SLIDING: entries[pending:] have not had their result
 	closedEnd int64   // SESSION: end of the last closed session
 	ord       uint64  // COUNTWINDOW: ordinal of the current window
@@ -197,11 +198,11 @@ type win struct {
 	aggs       []Aggregator
 }
 
-// entry is one buffered event of a SLIDING group.
+// entry is one buffered event of a SLIDING group; its aggregate arguments
+// are in group.argv, for locality.
 type entry struct {
-	ts   int64
-	seq  uint64
-	args []Value
+	ts  int64
+	seq uint64
 }
 
 // New returns an engine for plan. The plan must not change afterwards.
@@ -519,7 +520,8 @@ func (e *Engine) addSliding(g *group, ts int64, seq uint64) bool {
 	for i > g.pending && (g.entries[i-1].ts > ts || (g.entries[i-1].ts == ts && g.entries[i-1].seq > seq)) {
 		i--
 	}
-	g.entries = slices.Insert(g.entries, i, entry{ts: ts, seq: seq, args: slices.Clone(e.args)})
+	g.entries = slices.Insert(g.entries, i, entry{ts: ts, seq: seq})
+	g.argv = slices.Insert(g.argv, i*len(e.args), e.args...)
 	e.open++
 	e.schedule(g, sadd(sadd(ts, e.lateness), 1))
 	return true
@@ -669,9 +671,11 @@ func (e *Engine) fireSliding(g *group) {
 		for i := range aggs {
 			aggs[i] = e.plan.Aggregates[i].New()
 		}
-		for _, en := range g.entries[lo:hi] {
+		k := len(aggs)
+		for j := lo; j < hi; j++ {
+			en, args := g.entries[j], g.argv[j*k:(j+1)*k]
 			for i, a := range aggs {
-				a.Add(en.args[i], en.ts, en.seq)
+				a.Add(args[i], en.ts, en.seq)
 			}
 		}
 		// Results of events with the same time are equal windows; an ordinal
@@ -692,6 +696,7 @@ func (e *Engine) fireSliding(g *group) {
 	}
 	if n > 0 {
 		g.entries = slices.Delete(g.entries, 0, n)
+		g.argv = slices.Delete(g.argv, 0, n*len(e.args))
 		g.pending -= n
 	}
 	g.timer = never

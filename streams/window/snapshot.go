@@ -56,10 +56,11 @@ func (e *Engine) Snapshot() ([]byte, error) {
 		}
 		b = appendUvarint(b, uint64(len(g.entries)))
 		b = appendUvarint(b, uint64(g.pending))
-		for _, en := range g.entries {
+		k := len(e.plan.Aggregates)
+		for j, en := range g.entries {
 			b = appendI64(b, en.ts)
 			b = appendUvarint(b, en.seq)
-			for _, v := range en.args {
+			for _, v := range g.argv[j*k : (j+1)*k] {
 				b = appendValue(b, v)
 			}
 		}
@@ -175,17 +176,19 @@ func (e *Engine) Restore(snap []byte) error {
 		b = rest
 		g.pending = int(pending)
 		for range ne {
-			en := entry{args: make([]Value, nAggs)}
+			var en entry
 			if en.ts, b, err = readI64(b); err != nil {
 				return err
 			}
 			if en.seq, b, err = readUvarint(b); err != nil {
 				return err
 			}
-			for i := range en.args {
-				if en.args[i], b, err = readValue(b); err != nil {
+			for range nAggs {
+				var v Value
+				if v, b, err = readValue(b); err != nil {
 					return err
 				}
+				g.argv = append(g.argv, v)
 			}
 			g.entries = append(g.entries, en)
 		}
