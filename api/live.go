@@ -225,7 +225,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 
 	metricLiveClients.Inc()
 	defer metricLiveClients.Dec()
-	ctx, cancel := s.liveContext(r.Context())
+	ctx, cancel := s.liveContext(r)
 	defer cancel()
 	queue := newLiveQueue()
 	subErr := make(chan error, 1)
@@ -283,16 +283,23 @@ func writeSSE(rc *http.ResponseController, w http.ResponseWriter, buf []byte) bo
 	return rc.Flush() == nil
 }
 
-// liveContext is ctx, also cancelled by CloseLive.
-func (s *Server) liveContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
+// liveContext is the request's context, also cancelled by CloseLive. The http.Server serving
+// the request calls CloseLive when it shuts down: its Shutdown never sees a live stream go idle
+// and would otherwise wait out its deadline.
+func (s *Server) liveContext(r *http.Request) (context.Context, context.CancelFunc) {
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok {
+		if _, loaded := s.hooked.LoadOrStore(srv, true); !loaded {
+			srv.RegisterOnShutdown(s.CloseLive)
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(s.liveCtx, cancel)
 	return ctx, func() { stop(); cancel() }
 }
 
-// CloseLive ends every live stream (SSE and WebSocket), so that an http.Server's Shutdown, which
-// does not wait for hijacked connections and never sees a stream go idle, can finish promptly:
-// register it with (*http.Server).RegisterOnShutdown.
+// CloseLive ends every live stream (SSE and WebSocket). It is registered with the
+// http.Server's RegisterOnShutdown at the first live request; call it directly where the
+// server is stopped otherwise (httptest.Server.Close).
 func (s *Server) CloseLive() { s.liveStop() }
 
 func jsonString(s string) string {

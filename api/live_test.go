@@ -26,7 +26,7 @@ const testKey = "test-api-key"
 // liveHub is the API on a real embedded JetStream bus and device registry.
 type liveHub struct {
 	bus *streams.Bus
-	srv *httptest.Server
+	url string
 }
 
 func newLiveHub(t *testing.T) *liveHub {
@@ -41,7 +41,7 @@ func newLiveHub(t *testing.T) *liveHub {
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(srv.Close)
 	t.Cleanup(a.CloseLive) // runs first: ends streams so Close does not wait for them
-	return &liveHub{bus: bus, srv: srv}
+	return &liveHub{bus: bus, url: srv.URL}
 }
 
 // publish stores a message on topic with a JSON payload and returns its sequence.
@@ -71,7 +71,7 @@ type sseStream struct {
 // the server's ": connected" comment, after which every published message is delivered.
 func (h *liveHub) openSSE(t *testing.T, query url.Values, lastID string) *sseStream {
 	t.Helper()
-	req, _ := http.NewRequest("GET", h.srv.URL+"/api/v1/stream?"+query.Encode(), nil)
+	req, _ := http.NewRequest("GET", h.url+"/api/v1/stream?"+query.Encode(), nil)
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
@@ -257,7 +257,7 @@ func TestLiveBadRequests(t *testing.T) {
 		{"access_token=tbt.1.xyz", "", 401, "invalid browser token"},
 		{"access_token=" + testKey, "", 401, "never the API key"},
 	} {
-		req, _ := http.NewRequest("GET", h.srv.URL+"/api/v1/stream?"+tt.query, nil)
+		req, _ := http.NewRequest("GET", h.url+"/api/v1/stream?"+tt.query, nil)
 		if tt.auth != "" {
 			req.Header.Set("Authorization", "Bearer "+tt.auth)
 		}
@@ -280,7 +280,7 @@ func TestSSESlowConsumer(t *testing.T) {
 	q := url.Values{"topic": {"devices/+/telemetry"}}
 
 	// The slow client: a raw connection that is not read.
-	addr := strings.TrimPrefix(h.srv.URL, "http://")
+	addr := strings.TrimPrefix(h.url, "http://")
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -355,7 +355,7 @@ func TestSSESlowConsumer(t *testing.T) {
 // skippedTotal reads tributary_live_skipped_total from /metrics.
 func (h *liveHub) skippedTotal(t *testing.T) float64 {
 	t.Helper()
-	resp, err := http.Get(h.srv.URL + "/metrics")
+	resp, err := http.Get(h.url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,4 +403,44 @@ func (h *liveHub) flood(t *testing.T, read func(seq uint64)) (first uint64, n in
 		t.Fatalf("after %d messages of 40 KiB the hub skipped none for the stuck client; want its buffer bounded", n)
 	}
 	return first, n
+}
+
+// TestShutdownEndsLiveStreams: an http.Server's Shutdown ends open SSE and WebSocket streams
+// instead of waiting out its deadline.
+func TestShutdownEndsLiveStreams(t *testing.T) {
+	bus := streamstest.New(t)
+	log := streamstest.Logger(t)
+	reg, err := devices.New(context.Background(), bus.JetStream(), devices.Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: api.New(api.Deps{Devices: reg, Messages: bus, APIKey: testKey}, log).Handler()}
+	go srv.Serve(ln)
+	h := &liveHub{bus: bus, url: "http://" + ln.Addr().String()}
+	sse := h.openSSE(t, url.Values{"topic": {"#"}}, "")
+	ws := h.dialWS(t, url.Values{"topic": {"#"}}).startReading(t)
+	ws.expect(t, "subscribed", "#")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with open live streams: %v, want nil within 3s", err)
+	}
+	select {
+	case _, ok := <-sse.events:
+		if ok {
+			t.Error("SSE stream delivered an event after shutdown, want it closed")
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("SSE stream still open 3s after shutdown")
+	}
+	select {
+	case <-ws.frames:
+	case <-time.After(3 * time.Second):
+		t.Error("WebSocket still open 3s after shutdown")
+	}
 }

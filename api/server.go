@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -58,6 +59,8 @@ type Server struct {
 	// liveCtx ends every live stream when liveStop is called (CloseLive).
 	liveCtx  context.Context
 	liveStop context.CancelFunc
+	// hooked holds the *http.Server values whose Shutdown calls CloseLive.
+	hooked sync.Map
 }
 
 // Router lets other packages' handlers register on the API with authentication applied.

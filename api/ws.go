@@ -103,7 +103,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 	conn.SetReadLimit(maxWSRequest)
 	metricWSClients.Inc()
 	defer metricWSClients.Dec()
-	ctx, cancel := s.liveContext(r.Context())
+	ctx, cancel := s.liveContext(r)
 	defer cancel()
 	c := &wsConn{s: s, conn: conn, queue: newLiveQueue(), ctx: ctx, subs: map[string]*wsSub{}}
 	defer c.unsubscribeAll()

@@ -17,7 +17,7 @@ import (
 // browserToken gets a token with the API key.
 func (h *liveHub) browserToken(t *testing.T) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", h.srv.URL+"/api/v1/tokens", strings.NewReader(`{"ttl":"5m"}`))
+	req, _ := http.NewRequest("POST", h.url+"/api/v1/tokens", strings.NewReader(`{"ttl":"5m"}`))
 	req.Header.Set("Authorization", "Bearer "+testKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -35,7 +35,7 @@ func (h *liveHub) browserToken(t *testing.T) string {
 		t.Errorf("token expires in %s, want the asked-for 5m", d)
 	}
 	// The token works in the Authorization header on the REST API too.
-	req, _ = http.NewRequest("GET", h.srv.URL+"/api/v1/devices", nil)
+	req, _ = http.NewRequest("GET", h.url+"/api/v1/devices", nil)
 	req.Header.Set("Authorization", "Bearer "+tok.Token)
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
@@ -74,7 +74,7 @@ func (h *liveHub) dialWS(t *testing.T, query url.Values) *wsClient {
 	query.Set("access_token", h.browserToken(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/api/v1/ws?"+query.Encode(), nil)
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.url, "http")+"/api/v1/ws?"+query.Encode(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestWebSocketBadRequests(t *testing.T) {
 
 	// No credential, the API key in the URL, an expired-looking token.
 	for _, q := range []string{"", "access_token=" + testKey, "access_token=tbt.100.AAAA"} {
-		resp, err := http.Get(h.srv.URL + "/api/v1/ws?" + q)
+		resp, err := http.Get(h.url + "/api/v1/ws?" + q)
 		if err != nil {
 			t.Fatal(err)
 		}
