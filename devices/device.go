@@ -52,9 +52,15 @@ func ValidID(id string) bool {
 	return true
 }
 
+// ReservedID is the identity applications use over MQTT and DTLS; no device may take it.
+const ReservedID = "app"
+
 func (d *Device) validate() error {
 	if !ValidID(d.ID) {
 		return fmt.Errorf("%w: id %q must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", ErrInvalid, d.ID)
+	}
+	if d.ID == ReservedID {
+		return fmt.Errorf("%w: id %q is reserved for applications", ErrInvalid, d.ID)
 	}
 	if len(d.Name) > MaxNameLen {
 		return fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, MaxNameLen)

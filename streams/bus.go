@@ -421,4 +421,3 @@ func (b *Bus) Close() {
 		b.ns.WaitForShutdown()
 	}
 }
-
