@@ -33,7 +33,6 @@ type DeviceTopic struct {
 	Name     string // event or command name
 }
 
-
 // validName accepts event and command names: one topic level of printable characters, no
 // wildcards.
 func validName(s string) bool {
