@@ -284,12 +284,14 @@ func (s *Server) options(ctx context.Context, isDTLS bool) []serverOption {
 	}
 }
 
-// tick is how often go-coap checks retransmissions, block-wise and inactivity timers (its
-// default is 4s, coarse next to CoAP's 2s ACK_TIMEOUT).
-const tick = 500 * time.Millisecond
+// tick is how often go-coap checks its timers: block-wise transfers, inactivity, retransmission
+// of its own confirmable messages, and the expiry of its response cache (every response is
+// kept EXCHANGE_LIFETIME, 247s, to answer retransmissions; the check walks all of them, so
+// ticking fast costs CPU under load). Notifications keep their own timers.
+const tick = 2 * time.Second
 
-// periodicRunner replaces go-coap's default runner (a goroutine that outlives the server by
-// up to 4s) with one owned by the server.
+// periodicRunner replaces go-coap's default runner (a goroutine that sleeps 4s between runs
+// and so outlives the server by up to 4s) with one owned by the server.
 func (s *Server) periodicRunner(ctx context.Context) func(func(time.Time) bool) {
 	return func(f func(time.Time) bool) {
 		s.wg.Go(func() {
