@@ -95,6 +95,16 @@ func aggregate(agg string, vals []value) any {
 	return acc
 }
 
+// isNumber reports whether v is a numeric field value (telemetry is always float64; points of
+// other mappers may hold integers).
+func isNumber(v any) bool {
+	switch v.(type) {
+	case float64, int64, uint64:
+		return true
+	}
+	return false
+}
+
 func fieldTypeError(q Query, v any) error {
 	return fmt.Errorf("%w: field %q holds %s values; %s needs numbers", ErrFieldType, q.Field, typeName(v), q.Agg)
 }

@@ -62,17 +62,15 @@ func (iq *InfluxQuerier) Query(ctx context.Context, q Query) ([]Point, error) {
 		if numericAgg(q.Agg) {
 			// Flux refuses mean/sum/min/max of strings and booleans with errors of its own:
 			// look at the field's type to give ErrFieldType instead.
-			if v, ok := iq.sampleValue(ctx, q); ok {
-				if _, isFloat := v.(float64); !isFloat {
-					return nil, fieldTypeError(q, v)
-				}
+			if v, ok := iq.sampleValue(ctx, q); ok && !isNumber(v) {
+				return nil, fieldTypeError(q, v)
 			}
 		}
 		return nil, err
 	}
 	if numericAgg(q.Agg) {
 		for _, p := range pts {
-			if _, ok := p.Value.(float64); !ok {
+			if !isNumber(p.Value) {
 				return nil, fieldTypeError(q, p.Value)
 			}
 		}
