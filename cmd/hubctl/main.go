@@ -41,7 +41,7 @@ Usage:
   hubctl tail <topic-filter>... [--fields a,b] [--since SEQ] [--count N] [-o pretty|json]
   hubctl query <device> <field> [--from -1h] [--to now] [--every 1m] [--agg mean] [-o table|csv|json] [--no-spark]
   hubctl rules list | get <name> | create -f rule.json | delete <name> | stats <name> | results <name>
-  hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | stop <id> | delete <id>
+  hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | pause|resume|stop <id> | delete <id>
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
 
 Global flags (anywhere on the line):

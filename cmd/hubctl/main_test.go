@@ -207,10 +207,12 @@ func fakeHub(t *testing.T) *httptest.Server {
 	reply("GET /api/v1/rules/nope", 404, `{"error":"rule \"nope\" not found"}`)
 	reply("POST /api/v1/rules", 201, `{"name":"hot-rooms","sql":"SELECT ...","enabled":true}`)
 	reply("DELETE /api/v1/rules/door-count", 204, ``)
-	reply("GET /api/v1/replays", 200, `[{"id":"r1","state":"running","progress":{"done":50,"total":200},"created_at":"2026-01-02T03:04:05Z"}]`)
-	reply("POST /api/v1/replays", 201, `{"id":"r2","state":"pending"}`)
-	reply("GET /api/v1/replays/r2", 200, `{"id":"r2","state":"done","progress":{"done":200,"total":200}}`)
-	reply("POST /api/v1/replays/r1/stop", 202, `{"id":"r1","state":"stopping"}`)
+	// Replays as the simulator's API shows them (status, progress.fraction).
+	reply("GET /api/v1/replays", 200, `{"replays":[{"id":"r1","status":"running","progress":{"sent":50,"fraction":0.25},"created_at":"2026-01-02T03:04:05Z"}]}`)
+	reply("POST /api/v1/replays", 201, `{"id":"r2","status":"running","progress":{"sent":0,"fraction":0}}`)
+	reply("GET /api/v1/replays/r2", 200, `{"id":"r2","status":"done","progress":{"sent":200,"fraction":1}}`)
+	reply("POST /api/v1/replays/r1/cancel", 200, `{"id":"r1","status":"cancelled"}`)
+	reply("POST /api/v1/replays/r1/pause", 200, `{"id":"r1","status":"paused"}`)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(404)
 		fmt.Fprintf(w, `{"error":"no such endpoint: %s %s"}`, r.Method, r.URL.Path)
@@ -246,7 +248,9 @@ func TestPassthroughCommands(t *testing.T) {
 		[]string{"rules", "delete", "door-count"},
 		[]string{"replay", "list"},
 		[]string{"replay", "create", "-f", replay, "--wait"},
+		[]string{"replay", "pause", "r1"},
 		[]string{"replay", "stop", "r1"},
+		[]string{"replay", "rewind", "r1"},
 		[]string{"sim", "list"},
 		[]string{"sim", "run"},
 	)

@@ -23,18 +23,28 @@ type resource struct {
 	sub []string
 	// jobs have progress: create --wait and watch poll it.
 	jobs bool
+	// controls are POST {path}/{id}/{op} verbs; "stop" maps to stopOp.
+	controls []string
+	stopOp   string
 }
 
 var resources = map[string]resource{
 	"rules":       {name: "rules", path: "/api/v1/rules", singular: "rule", sub: []string{"stats", "results"}},
-	"replays":     {name: "replay", path: "/api/v1/replays", singular: "replay", jobs: true},
-	"simulations": {name: "sim", path: "/api/v1/simulations", singular: "simulation", jobs: true},
+	"replays": {name: "replay", path: "/api/v1/replays", singular: "replay", jobs: true,
+		controls: []string{"pause", "resume", "cancel"}, stopOp: "cancel"},
+	"simulations": {name: "sim", path: "/api/v1/simulations", singular: "simulation", jobs: true,
+		controls: []string{"stop"}, stopOp: "stop"},
 }
 
 func (c *cli) resource(r resource, args []string) error {
 	verbs := "list, get, create, delete"
 	if r.jobs {
-		verbs += ", stop, watch"
+		verbs += ", watch, stop"
+	}
+	for _, op := range r.controls {
+		if op != "stop" {
+			verbs += ", " + op
+		}
 	}
 	for _, s := range r.sub {
 		verbs += ", " + s
@@ -67,7 +77,7 @@ func (c *cli) resource(r resource, args []string) error {
 	case "list", "ls", "get", "delete", "rm", "stop", "watch", "create":
 	default:
 		found := false
-		for _, s := range r.sub {
+		for _, s := range append(r.sub, r.controls...) {
 			found = found || s == verb
 		}
 		if !found {
@@ -114,14 +124,27 @@ func (c *cli) resource(r resource, args []string) error {
 		fmt.Fprintf(c.stdout, "%s %s deleted\n", r.singular, pos[0])
 		return nil
 	case "stop":
+		verb = r.stopOp
+		fallthrough
+	case "pause", "resume", "cancel":
 		p, err := one()
 		if err != nil {
 			return err
 		}
-		if _, err := c.request("POST", p+"/stop", nil); err != nil {
+		data, err := c.request("POST", p+"/"+verb, nil)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "%s %s stopping\n", r.singular, pos[0])
+		if c.output != "table" {
+			return c.printRaw(data)
+		}
+		var job map[string]any
+		_ = json.Unmarshal(data, &job)
+		state := "ok"
+		if v := firstOf(job, "status", "state"); v != nil {
+			state = fmt.Sprint(v)
+		}
+		fmt.Fprintf(c.stdout, "%s %s: %s\n", r.singular, pos[0], state)
 		return nil
 	case "watch":
 		p, err := one()
@@ -234,7 +257,7 @@ func (c *cli) printList(r resource, data []byte) error {
 		head string
 		keys []string
 	}{
-		{"NAME", []string{"name", "id"}}, {"ID", []string{"id"}}, {"STATE", []string{"state", "status"}},
+		{"NAME", []string{"name", "id"}}, {"ID", []string{"id"}}, {"STATUS", []string{"status", "state"}},
 		{"ENABLED", []string{"enabled"}}, {"PROGRESS", []string{"progress"}}, {"CREATED", []string{"created_at"}},
 	}
 	var header []string
@@ -318,7 +341,7 @@ func (c *cli) watch(r resource, path string) error {
 			f = progressFraction(job)
 		}
 		bar.set(0, 0, f)
-		state := strings.ToLower(fmt.Sprint(firstOf(job, "state", "status")))
+		state := strings.ToLower(fmt.Sprint(firstOf(job, "status", "state")))
 		switch state {
 		case "done", "completed", "finished", "succeeded", "stopped", "cancelled", "canceled", "failed", "error":
 			bar.set(1, 1, 1)

@@ -6,13 +6,16 @@ const KINDS = [
     key: 'replays',
     title: 'Replays',
     what: 'Re-publish a recorded time range into a sandbox (or live), at original pace or faster.',
-    example: { from: '-1h', to: 'now', topics: ['devices/+/telemetry'], speed: 10, target: 'sandbox' },
+    example: { from: '-1h', topics: ['devices/+/telemetry'], speed: 10, target: 'sandbox' },
+    // POST /api/v1/replays/{id}/{pause,resume,cancel}
+    controls: { running: [['pause', 'Pause'], ['cancel', 'Cancel']], paused: [['resume', 'Resume'], ['cancel', 'Cancel']] },
   },
   {
     key: 'simulations',
     title: 'Simulations',
     what: 'Virtual device fleets that speak real MQTT and CoAP to this hub.',
     example: { name: 'demo-fleet', profiles: [{ count: 10, protocol: 'mqtt', rate: '1s', fields: { temperature: { model: 'sine', min: 18, max: 26, period: '10m' } } }] },
+    controls: { running: [['stop', 'Stop']] },
   },
 ];
 
@@ -61,14 +64,16 @@ function jobSection(kind) {
     replace(body, h('ul', { class: 'jobs' }, jobs.map((j) => {
       const id = j.id || j.name;
       const p = progressOf(j);
-      const st = j.state || j.status || '';
-      const running = /running|active|started|pending/.test(st);
+      const st = j.status || j.state || '';
+      const controls = (kind.controls[st] || (/active|started|pending/.test(st) ? kind.controls.running : null)) || [];
+      const sent = j.progress && typeof j.progress === 'object' && j.progress.sent !== undefined ? `${j.progress.sent} sent` : '';
       return h('li', { class: 'job' },
         h('div', { class: 'job-head' },
           h('strong', { class: 'mono' }, id), h('span', { class: `tag state-${st}` }, st || 'unknown'),
           h('span', { class: 'muted small' }, j.created_at ? time(j.created_at) : ''),
+          h('span', { class: 'muted small' }, sent),
           h('div', { class: 'spacer' }),
-          running ? h('button', { class: 'ghost', onclick: () => act('POST', `${base}/${enc(id)}/stop`, `Stopping ${id}`) }, 'Stop') : null,
+          controls.map(([op, label]) => h('button', { class: 'ghost', onclick: () => act('POST', `${base}/${enc(id)}/${op}`, `${label}: ${id}`) }, label)),
           h('button', { class: 'ghost danger', onclick: () => act('DELETE', `${base}/${enc(id)}`, `Deleted ${id}`) }, 'Delete')),
         p !== null ? h('div', { class: 'progress' }, h('div', { class: 'bar', style: `width:${Math.round(Math.min(1, p) * 100)}%` }),
           h('span', null, `${Math.round(Math.min(1, p) * 100)}%`)) : null,
