@@ -28,15 +28,22 @@ var masks = []struct {
 }{
 	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`), "<TIME>"},
 	{regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}`), "<TIME>"},
-	{regexp.MustCompile(`\b[A-Za-z0-9_-]{22}\b`), "<RANDOM>"},
 	{regexp.MustCompile(`"seq": ?\d+`), `"seq":<SEQ>`},
 }
+
+// word finds runs of base64url characters: tokens and message IDs are 22 of them.
+var word = regexp.MustCompile(`[A-Za-z0-9_-]+`)
 
 func mask(s string) string {
 	for _, m := range masks {
 		s = m.re.ReplaceAllString(s, m.with)
 	}
-	return s
+	return word.ReplaceAllStringFunc(s, func(w string) string {
+		if len(w) == 22 {
+			return "<RANDOM>"
+		}
+		return w
+	})
 }
 
 // hubctl runs the command line and returns what it printed, masked, in the golden format.

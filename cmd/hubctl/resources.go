@@ -29,7 +29,7 @@ type resource struct {
 }
 
 var resources = map[string]resource{
-	"rules":       {name: "rules", path: "/api/v1/rules", singular: "rule", sub: []string{"stats", "results"}},
+	"rules": {name: "rules", path: "/api/v1/rules", singular: "rule", sub: []string{"stats", "results"}},
 	"replays": {name: "replay", path: "/api/v1/replays", singular: "replay", jobs: true,
 		controls: []string{"pause", "resume", "cancel"}, stopOp: "cancel"},
 	"simulations": {name: "sim", path: "/api/v1/simulations", singular: "simulation", jobs: true,
