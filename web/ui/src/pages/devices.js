@@ -70,7 +70,7 @@ export function devicesPage() {
         d.name ? h('div', { class: 'muted mono small' }, d.id) : null),
       h('td', null, d.type ? h('span', { class: 'type' }, d.type) : h('span', { class: 'muted' }, '—')),
       h('td', { class: 'tags' }, tags.length ? tags : h('span', { class: 'muted' }, '—')),
-      h('td', { class: 'right muted', title: seen ? new Date(seen).toISOString() : '' }, ago(seen)));
+      h('td', { class: 'right muted', title: seen ? new Date(seen).toISOString() : '' }, seen ? ago(seen) : d.last_seen === undefined ? '—' : 'never'));
   }
 
   function draw() {
