@@ -50,7 +50,7 @@ func (s *Server) serve(w writer, r *pool.Message) codes.Code {
 		if r.Code() != codes.GET {
 			return replyText(w, codes.MethodNotAllowed, "/.well-known/core is read with GET")
 		}
-		return s.discover(w, cs, req)
+		return s.discover(w, r, cs, req)
 	}
 	switch r.Code() {
 	case codes.POST, codes.PUT:
@@ -263,7 +263,7 @@ func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *co
 
 // discover answers GET /.well-known/core: the device layout, for the device the request is
 // authenticated as or names with ?id= (no credentials are needed: the layout is no secret).
-func (s *Server) discover(w writer, cs *connState, req request) codes.Code {
+func (s *Server) discover(w writer, r *pool.Message, cs *connState, req request) codes.Code {
 	dev := req.ID
 	if cs.isDTLS && cs.ident != nil && cs.ident.ident.DeviceID != "" {
 		dev = cs.ident.ident.DeviceID
@@ -271,15 +271,30 @@ func (s *Server) discover(w writer, cs *connState, req request) codes.Code {
 	if dev != "" && !devices.ValidID(dev) {
 		return replyText(w, codes.BadRequest, fmt.Sprintf("id=%q is not a valid device ID", dev))
 	}
-	body := linkFormat(dev, req.Filters)
-	if body == "" {
+	body := []byte(linkFormat(dev, req.Filters))
+	if len(body) == 0 {
 		return replyText(w, codes.NotFound, "no resource matches the query")
 	}
-	if err := w.SetResponse(codes.Content, message.AppLinkFormat, bytes.NewReader([]byte(body))); err != nil {
-		return codes.Empty
+	var opts []message.Option
+	if !cs.isDTLS && !r.HasOption(message.Block2) && len(body) > discoveryBlock {
+		// Discovery needs no credentials, so a spoofed source address could use it to
+		// amplify traffic: the first answer is one small block (RFC 7252 §11.3); real
+		// clients fetch the rest block-wise.
+		block, _ := blockwise.EncodeBlockOption(discoverySZX, 0, true)
+		opts = append(opts, uintOption(message.Block2, block), uintOption(message.Size2, uint32(len(body))))
+		body = body[:discoveryBlock]
+	}
+	if err := w.SetResponse(codes.Content, message.AppLinkFormat, bytes.NewReader(body), opts...); err != nil {
+		return codes.Content
 	}
 	return codes.Content
 }
+
+// The first block of an unauthenticated discovery answer.
+const (
+	discoveryBlock = 64
+	discoverySZX   = blockwise.SZX64
+)
 
 // oversizedBlock refuses, with 4.13, a block-wise upload (Block1) that announces (Size1) or
 // reaches a size past the payload limit, before go-coap buffers any more of it. It reports

@@ -249,3 +249,27 @@ func TestLargeNotificationIsBlockwise(t *testing.T) {
 		t.Errorf("got %d bytes, want %d", len(n.Body), len(big))
 	}
 }
+
+// TestInactivePeers: a silent peer is pinged once its inactivity timeout passes; one that
+// does not answer is forgotten with its observations, one that does keeps them.
+func TestInactivePeers(t *testing.T) {
+	h := newHub(t, withConfig(func(c *Config) { c.InactivityTimeout = time.Second }))
+	app := dial(t, h.srv.Addr())
+	_, ch := observe(t, app, "/devices/d1/telemetry", "key="+testKey)
+	next(t, ch)
+	rawObserver(t, h.srv.Addr(), "/devices/d1/telemetry", "key="+testKey) // answers nothing
+	if got := h.srv.obs.count(); got != 2 {
+		t.Fatalf("got %d observers, want 2", got)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for h.srv.obs.count() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d observers 30s on, want the silent peer's dropped", h.srv.obs.count())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	publishBus(t, h.bus, "devices/d1/telemetry", payload.JSON, `{"still":"here"}`)
+	if n := next(t, ch); n.Body != `{"still":"here"}` {
+		t.Errorf("got %q, want the pinged observer still served", n.Body)
+	}
+}

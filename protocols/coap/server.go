@@ -391,7 +391,18 @@ func (s *Server) work(ctx context.Context, cs *connState) {
 			if s.oversizedBlock(cs, q.req) {
 				continue
 			}
-			cs.cc.ProcessReceivedMessageWithHandler(q.req, q.handler)
+			h := q.handler
+			if q.req.Type() == message.NonConfirmable {
+				// go-coap answers a non-confirmable request with a confirmable response; RFC
+				// 7252 §5.2.3 says it should be non-confirmable, which spares the peer an ACK.
+				h = func(w writer, r *pool.Message) {
+					q.handler(w, r)
+					if w.Message().Type() == message.Confirmable {
+						w.Message().SetType(message.NonConfirmable)
+					}
+				}
+			}
+			cs.cc.ProcessReceivedMessageWithHandler(q.req, h)
 			// Observers registered by this request start only now, after the registration
 			// response has been written, so no notification overtakes it.
 			for _, o := range cs.started {

@@ -262,3 +262,35 @@ func TestDiscovery(t *testing.T) {
 		t.Errorf("?rt=nothing: got %s, want 4.04", codeName(r.Code))
 	}
 }
+
+// TestRawExchanges checks what go-coap's client hides: a non-confirmable request gets a
+// non-confirmable response, and unauthenticated discovery answers with one small block.
+func TestRawExchanges(t *testing.T) {
+	h := newHub(t)
+	conn, err := net.Dial("udp", h.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 512)
+
+	m := message.Message{Code: codes.POST, Type: message.NonConfirmable, MessageID: 7, Token: []byte{7}, Payload: []byte(`{"x":1}`)}
+	m.Options, _, _ = m.Options.SetPath(buf, "/devices/d1/telemetry")
+	m.Options, _, _ = m.Options.AddString(buf[64:], message.URIQuery, "token="+h.tokens["d1"])
+	writeDatagram(t, conn, m)
+	if resp := readDatagram(t, conn); resp.Type != message.NonConfirmable || resp.Code != codes.Changed {
+		t.Errorf("NON POST: got %v %v, want a non-confirmable 2.04", resp.Type, resp.Code)
+	}
+
+	m = message.Message{Code: codes.GET, Type: message.Confirmable, MessageID: 8, Token: []byte{8}}
+	m.Options, _, _ = m.Options.SetPath(buf, "/.well-known/core")
+	writeDatagram(t, conn, m)
+	resp := readDatagram(t, conn)
+	block, err := resp.Options.GetUint32(message.Block2)
+	if resp.Code != codes.Content || err != nil || len(resp.Payload) != discoveryBlock {
+		t.Fatalf("discovery: got %v, %d bytes, Block2 %v, want 2.05 with one %d-byte block", resp.Code, len(resp.Payload), err, discoveryBlock)
+	}
+	if szx, num, more, _ := blockwise.DecodeBlockOption(block); szx != blockwise.SZX64 || num != 0 || !more {
+		t.Errorf("Block2: got szx %v num %d more %v, want 64 bytes, block 0, more", szx, num, more)
+	}
+}
