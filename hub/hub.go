@@ -20,6 +20,10 @@ import (
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/protocols/coap"
 	"github.com/tributary-iot/tributary/protocols/mqtt"
+	"github.com/tributary-iot/tributary/simulator"
+	"github.com/tributary-iot/tributary/simulator/fleet"
+	"github.com/tributary-iot/tributary/simulator/replay"
+	"github.com/tributary-iot/tributary/simulator/scenario"
 	"github.com/tributary-iot/tributary/streams"
 )
 
@@ -34,6 +38,8 @@ type Hub struct {
 	ingest   *protocols.Ingest
 	mqtt     *mqtt.Server
 	coap     *coap.Server
+	replays  *replay.Manager
+	sims     *fleet.Manager
 	httpLn   net.Listener
 	http     *http.Server
 
@@ -80,11 +86,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, nil, log); err != nil {
 		return nil, err
 	}
+	// Replays, scenarios and virtual fleets (simulator/*).
+	resolver := simulator.NewResolver(h.bus.JetStream(), h.registry, nil)
+	scenarios, err := scenario.New(ctx, h.bus.Conn(), scenario.Config{Replicas: replicas}, resolver, log)
+	if err != nil {
+		return nil, err
+	}
+	if h.replays, err = replay.New(ctx, h.bus.Conn(), replay.Config{Replicas: replicas}, resolver, log); err != nil {
+		return nil, err
+	}
+	if h.sims, err = fleet.NewManager(ctx, h.bus.JetStream(), fleet.ManagerConfig{Replicas: replicas, Endpoints: h.deviceEndpoints},
+		fleet.RegistryProvisioner{Registry: h.registry}, log); err != nil {
+		return nil, err
+	}
 	apiServer := api.New(api.Deps{
 		Devices:  h.registry,
 		Messages: h.bus,
 		APIKey:   h.apiKey,
 		Ready:    h.readiness,
+		Extra:    []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log)},
 	}, log)
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
@@ -101,6 +121,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	g.Go(func() error { return h.registry.Run(gctx) })
 	g.Go(func() error { return h.mqtt.Run(gctx) })
 	g.Go(func() error { return h.coap.Run(gctx) })
+	g.Go(func() error { return h.replays.Run(gctx) })
+	g.Go(func() error { return h.sims.Run(gctx) })
 	g.Go(func() error {
 		err := h.http.Serve(h.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -138,6 +160,16 @@ func (h *Hub) close() {
 	}
 	if h.bus != nil {
 		h.bus.Close()
+	}
+}
+
+// deviceEndpoints are the addresses virtual fleets connect to, once the listeners accept.
+func (h *Hub) deviceEndpoints() (fleet.Endpoints, error) {
+	select {
+	case <-h.ready:
+		return fleet.Endpoints{MQTT: h.mqtt.Addr(), CoAP: h.coap.Addr()}, nil
+	default:
+		return fleet.Endpoints{}, errors.New("the hub is still starting")
 	}
 }
 

@@ -122,7 +122,7 @@ func Decode(r io.Reader, fn func(line int, env *streams.Envelope) error) (int, e
 		case errors.Is(err, gzip.ErrChecksum), errors.Is(err, gzip.ErrHeader), errors.Is(err, io.ErrUnexpectedEOF):
 			return n, fmt.Errorf("%w: line %d: gzip: %v", simulator.ErrInvalid, lineNo+1, err)
 		}
-		return n, fmt.Errorf("%w: line %d: %v", simulator.ErrInvalid, lineNo+1, err)
+		return n, fmt.Errorf("%w: line %d: %w", simulator.ErrInvalid, lineNo+1, err)
 	}
 	if n == 0 {
 		return 0, fmt.Errorf("%w: the file holds no messages", simulator.ErrInvalid)
