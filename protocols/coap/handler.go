@@ -232,7 +232,7 @@ func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *co
 		metricObserveRefused.Inc()
 		s.log.Debug("observe refused: limit reached", "remote", cs.cc.RemoteAddr().String(), "observers", s.obs.count())
 		env, err := s.sub.Last(ctx, req.Topic)
-		if err != nil || env == nil {
+		if err != nil || env == nil || req.IsDevice && req.Device.Kind == protocols.KindCommand {
 			return replyText(w, codes.Content, "")
 		}
 		return replyEnvelope(w, env)

@@ -422,7 +422,9 @@ func (s *Server) monitorRequest(cc *client.Conn, m *pool.Message) (drop bool, er
 	}
 	cs.pings.Store(0)
 	if cm := m.ControlMessage(); cm != nil && len(cm.Dst) > 0 && !cm.Dst.IsMulticast() {
-		cs.replyCM.Store(&coapnet.ControlMessage{IfIndex: cm.IfIndex, Src: slices.Clone(cm.Dst)})
+		if cur := cs.replyCM.Load(); cur == nil || cur.IfIndex != cm.IfIndex || !cur.Src.Equal(cm.Dst) {
+			cs.replyCM.Store(&coapnet.ControlMessage{IfIndex: cm.IfIndex, Src: slices.Clone(cm.Dst)})
+		}
 	}
 	if typ := m.Type(); typ == message.Acknowledgement || typ == message.Reset {
 		mid := m.MessageID()
