@@ -5,6 +5,7 @@
 package tsdbbench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	influxdb2 "github.com/influxdata/influxdb-client-go/v2"
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/tsdb"
@@ -224,19 +226,19 @@ func (b *Bench) Hub(ctx context.Context, n int) (Rate, error) {
 	return Rate{Points: n, Elapsed: time.Since(start)}, nil
 }
 
-// Drain publishes n messages first and then measures how fast a new writer (a consumer of its
-// own, which starts at the beginning of the stream) writes everything the stream holds: the
-// writer's own rate, without publishing competing for CPU.
-func Drain(ctx context.Context, bus Bus, cfg tsdb.Config, n, devices int, log *slog.Logger) (Rate, error) {
-	pub := &Bench{bus: bus, devices: devices}
-	if err := pub.publishAll(ctx, 0, n); err != nil {
-		return Rate{}, err
-	}
-	info, err := bus.JetStream().Stream(ctx, streams.StreamMessages)
+// Publish stores messages [from, from+n) in the stream without a writer running.
+func Publish(ctx context.Context, bus Bus, from, n, devices int) error {
+	return (&Bench{bus: bus, devices: devices}).publishAll(ctx, from, from+n)
+}
+
+// Drain measures how fast a new writer (a consumer of its own, starting at the beginning of
+// the stream) writes everything the stream holds: the writer's own rate, with no publishing
+// competing for CPU.
+func Drain(ctx context.Context, bus Bus, cfg tsdb.Config, devices int, log *slog.Logger) (Rate, error) {
+	held, err := streamMessages(ctx, bus)
 	if err != nil {
 		return Rate{}, err
 	}
-	held := int(info.CachedInfo().State.Msgs)
 	start := time.Now()
 	b, err := Start(ctx, bus, cfg, devices, log)
 	if err != nil {
@@ -245,6 +247,44 @@ func Drain(ctx context.Context, bus Bus, cfg tsdb.Config, n, devices int, log *s
 	elapsed := time.Since(start)
 	b.Close()
 	return Rate{Points: held, Elapsed: elapsed}, nil
+}
+
+func streamMessages(ctx context.Context, bus Bus) (int, error) {
+	s, err := bus.JetStream().Stream(ctx, streams.StreamMessages)
+	if err != nil {
+		return 0, err
+	}
+	return int(s.CachedInfo().State.Msgs), nil
+}
+
+// StreamCeiling reads and acknowledges everything the stream holds with a new durable
+// consumer, the way the writer does (batches of batch, an ack per message) but without
+// decoding or InfluxDB: the ceiling the stream sets for the writer on this machine.
+func StreamCeiling(ctx context.Context, bus Bus, batch int) (Rate, error) {
+	name := fmt.Sprintf("tsdbbench-ceiling-%d", runs.Add(1))
+	js := bus.JetStream()
+	cons, err := js.CreateOrUpdateConsumer(ctx, streams.StreamMessages, jetstream.ConsumerConfig{
+		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 4 * batch, FilterSubject: tsdb.TelemetrySubject})
+	if err != nil {
+		return Rate{}, err
+	}
+	defer js.DeleteConsumer(context.WithoutCancel(ctx), streams.StreamMessages, name)
+	want := int(cons.CachedInfo().NumPending)
+	start := time.Now()
+	for got := 0; got < want; {
+		b, err := cons.Fetch(batch, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return Rate{}, err
+		}
+		for m := range b.Messages() {
+			_ = m.Ack()
+			got++
+		}
+		if err := ctx.Err(); err != nil {
+			return Rate{}, err
+		}
+	}
+	return Rate{Points: want, Elapsed: time.Since(start)}, nil
 }
 
 // DirectThroughput writes the points of messages [first, first+n) straight into cfg's bucket
@@ -374,9 +414,12 @@ func (b *Bench) CatchUp(ctx context.Context, outage time.Duration, rate int, sto
 
 // Report is the outcome of Run.
 type Report struct {
-	Hub, Direct Rate
-	// Ratio is Hub / Direct points per second.
-	Ratio    float64
+	// Hub: devices publishing while the writer stores (sustained, end to end). Direct: the
+	// same points written straight to InfluxDB (its ceiling). Drain: the writer alone, writing
+	// a backlog. Stream: reading and acknowledging the backlog without decoding or InfluxDB.
+	Hub, Direct, Drain, Stream Rate
+	// Ratio is Hub / Direct points per second; DrainRatio is Drain / Direct.
+	Ratio, DrainRatio float64
 	P50, P99 time.Duration
 	CatchUp  *CatchUpReport
 }
@@ -386,6 +429,8 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "hub → influxdb:   %s\n", r.Hub)
 	fmt.Fprintf(&b, "direct (ceiling): %s\n", r.Direct)
 	fmt.Fprintf(&b, "ratio:            %.2f (target ≥ 0.80)\n", r.Ratio)
+	fmt.Fprintf(&b, "writer alone, draining a backlog: %s (%.2f of direct)\n", r.Drain, r.DrainRatio)
+	fmt.Fprintf(&b, "stream read+ack alone (no InfluxDB): %s\n", r.Stream)
 	fmt.Fprintf(&b, "publish → queryable: p50 %v, p99 %v\n", r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond))
 	if c := r.CatchUp; c != nil {
 		fmt.Fprintf(&b, "catch-up after a %v outage: backlog %d points (published at %d/s), first write %v after InfluxDB returned, drained at %.0f points/s (%v)\n",
@@ -441,6 +486,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		return rep, err
 	}
 	rep.Ratio = rep.Hub.PerSecond() / rep.Direct.PerSecond()
+	if rep.Drain, err = Drain(ctx, o.Bus, o.Hub, o.Devices, o.Log); err != nil {
+		return rep, err
+	}
+	rep.DrainRatio = rep.Drain.PerSecond() / rep.Direct.PerSecond()
+	if rep.Stream, err = StreamCeiling(ctx, o.Bus, cmp.Or(o.Hub.BatchSize, tsdb.DefaultBatchSize)); err != nil {
+		return rep, err
+	}
 	if rep.P50, rep.P99, err = b.Latency(ctx, o.Samples); err != nil {
 		return rep, err
 	}
