@@ -420,8 +420,8 @@ type Report struct {
 	Hub, Direct, Drain, Stream Rate
 	// Ratio is Hub / Direct points per second; DrainRatio is Drain / Direct.
 	Ratio, DrainRatio float64
-	P50, P99 time.Duration
-	CatchUp  *CatchUpReport
+	P50, P99          time.Duration
+	CatchUp           *CatchUpReport
 }
 
 func (r Report) String() string {
