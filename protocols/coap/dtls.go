@@ -28,7 +28,7 @@ func PSKFromToken(token string) []byte {
 // dtlsIdentity is who a DTLS session authenticated as, with the key it used.
 type dtlsIdentity struct {
 	name  string // PSK identity: a device ID or "app"
-	psk   []byte
+	psk   []byte // the key at the first request (nil before)
 	ident protocols.Identity
 }
 
@@ -78,36 +78,47 @@ func (s *Server) lookupPSK(identity string) ([]byte, bool) {
 // request; on every request the key is checked to be still current, so a rotated token or a
 // deleted device stops working at once (the peer must handshake again).
 func (s *Server) dtlsIdentity(ctx context.Context, cs *connState, req request) (protocols.Identity, *failure) {
-	if cs.ident == nil {
-		dc, ok := cs.cc.NetConn().(*piondtls.Conn)
-		if !ok {
-			return protocols.Identity{}, fail(codes.InternalServerError, "not a DTLS connection")
-		}
-		st, ok := dc.ConnectionState()
-		if !ok {
-			return protocols.Identity{}, fail(codes.InternalServerError, "DTLS session state unavailable")
-		}
-		id := &dtlsIdentity{name: string(st.IdentityHint)}
-		if id.name == protocols.AppUsername {
-			id.ident = protocols.Identity{App: true}
-		} else {
-			id.ident = protocols.Identity{DeviceID: id.name}
-		}
-		psk, ok := s.lookupPSK(id.name)
+	id, f := s.sessionIdentity(cs)
+	if f != nil {
+		return protocols.Identity{}, f
+	}
+	psk, ok := s.lookupPSK(id.name)
+	if id.psk == nil {
 		if !ok {
 			return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: unknown PSK identity")
 		}
 		id.psk = psk
-		cs.ident = id
 	}
-	psk, ok := s.lookupPSK(cs.ident.name)
-	if !ok || subtle.ConstantTimeCompare(psk, cs.ident.psk) != 1 {
-		return protocols.Identity{}, s.refuse(ctx, cs.ident.name, req.Topic, "DTLS: the key changed since the handshake; connect again")
+	if !ok || subtle.ConstantTimeCompare(psk, id.psk) != 1 {
+		return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: the key changed since the handshake; connect again")
 	}
-	if !cs.ident.ident.App {
-		s.seen(cs.ident.name, cs)
+	if !id.ident.App {
+		s.seen(id.name, cs)
 	}
-	return cs.ident.ident, nil
+	return id.ident, nil
+}
+
+// sessionIdentity reads the PSK identity of a DTLS session once.
+func (s *Server) sessionIdentity(cs *connState) (*dtlsIdentity, *failure) {
+	if cs.ident != nil {
+		return cs.ident, nil
+	}
+	dc, ok := cs.cc.NetConn().(*piondtls.Conn)
+	if !ok {
+		return nil, fail(codes.InternalServerError, "not a DTLS connection")
+	}
+	st, ok := dc.ConnectionState()
+	if !ok {
+		return nil, fail(codes.InternalServerError, "DTLS session state unavailable")
+	}
+	id := &dtlsIdentity{name: string(st.IdentityHint)}
+	if id.name == protocols.AppUsername {
+		id.ident = protocols.Identity{App: true}
+	} else {
+		id.ident = protocols.Identity{DeviceID: id.name}
+	}
+	cs.ident = id
+	return id, nil
 }
 
 // loggerFactory sends pion/dtls logs to slog, at debug level: what pion reports is about

@@ -27,6 +27,11 @@ func TestDTLSDevice(t *testing.T) {
 	psk := PSKFromToken(h.tokens["d1"])
 	cc := dialDTLS(t, h.srv.DTLSAddr(), "d1", psk)
 
+	// Discovery names the session's device, first request or not.
+	if r := get(t, cc, "/.well-known/core", query("rt=tributary.telemetry")...); !strings.HasPrefix(r.Body, "</devices/d1/telemetry>") {
+		t.Errorf("discovery over DTLS: got %q, want d1's links", r.Body)
+	}
+
 	// No query credentials: the PSK identity is the device.
 	r := post(t, cc, "/devices/d1/telemetry", message.AppJSON, `{"t":1}`)
 	if r.Code != codes.Changed {
@@ -48,10 +53,6 @@ func TestDTLSDevice(t *testing.T) {
 	r = post(t, cc, "/devices/d2/telemetry", message.AppJSON, `{"t":1}`, "token="+h.tokens["d2"])
 	if r.Code != codes.Forbidden {
 		t.Errorf("POST to d2 as d1 with d2's token: got %s %q, want 4.03", codeName(r.Code), r.Body)
-	}
-	// Discovery names the session's device.
-	if r := get(t, cc, "/.well-known/core", query("rt=tributary.telemetry")...); !strings.HasPrefix(r.Body, "</devices/d1/telemetry>") {
-		t.Errorf("discovery over DTLS: got %q, want d1's links", r.Body)
 	}
 
 	// A rotated token ends what the old key can do.

@@ -265,8 +265,10 @@ func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *co
 // authenticated as or names with ?id= (no credentials are needed: the layout is no secret).
 func (s *Server) discover(w writer, r *pool.Message, cs *connState, req request) codes.Code {
 	dev := req.ID
-	if cs.isDTLS && cs.ident != nil && cs.ident.ident.DeviceID != "" {
-		dev = cs.ident.ident.DeviceID
+	if cs.isDTLS {
+		if id, f := s.sessionIdentity(cs); f == nil && !id.ident.App {
+			dev = id.name
+		}
 	}
 	if dev != "" && !devices.ValidID(dev) {
 		return replyText(w, codes.BadRequest, fmt.Sprintf("id=%q is not a valid device ID", dev))
