@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/streamstest"
 	"github.com/tributary-iot/tributary/tsdb"
 	"github.com/tributary-iot/tributary/tsdb/influxtest"
@@ -56,6 +57,19 @@ func TestWriterSurvivesInfluxOutage(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() bool { return gauge(t, "tributary_tsdb_consumer_lag", w.Consumer()) > 0 }, "lag gauge stayed 0")
 	for range published { // the rest of the publish happens during the outage
+	}
+	// Memory stays bounded: the writer holds at most MaxAckPending messages, the stream the rest.
+	cons, err := bus.JetStream().Consumer(context.Background(), streams.StreamMessages, w.Consumer())
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	info, err := cons.Info(context.Background())
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	if info.NumAckPending > cfg.MaxAckPending || info.NumPending == 0 {
+		t.Errorf("during the outage: got %d held and %d waiting in the stream, want at most %d held and the rest waiting",
+			info.NumAckPending, info.NumPending, cfg.MaxAckPending)
 	}
 	srv.Restart()
 
