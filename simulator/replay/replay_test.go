@@ -143,7 +143,7 @@ func TestSandboxIsolation(t *testing.T) {
 		}
 	}
 	to := time.Now() // the selection ends before the markers
-	publishMarker() // the recording itself has reached the subscriber
+	publishMarker()  // the recording itself has reached the subscriber
 	live.Store(0)
 	liveBefore := streamCount(t, js, "IOT", "iot.devices.>")
 
