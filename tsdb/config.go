@@ -27,7 +27,8 @@ type Config struct {
 	// BatchSize is the most messages written in one request (default 5000).
 	BatchSize int `yaml:"batch_size" json:"batch_size"`
 	// FlushInterval is the longest a message waits for its batch to fill (default 100ms). With
-	// a backlog, batches are full at once; 0 writes whatever is available without waiting.
+	// a backlog, batches are full at once. A negative value writes whatever is available
+	// without waiting: lowest latency, more and smaller write requests.
 	FlushInterval time.Duration `yaml:"flush_interval" json:"flush_interval"`
 	// MaxAckPending bounds the messages handed out and not yet written, and so the writer's
 	// memory (default 4 × BatchSize; at least BatchSize).
@@ -96,8 +97,6 @@ func (c Config) Validate() error {
 		return errors.New("tsdb: max_ack_pending must not be negative")
 	case c.MaxAckPending > 0 && c.MaxAckPending < cmp.Or(c.BatchSize, DefaultBatchSize):
 		return fmt.Errorf("tsdb: max_ack_pending %d must be at least batch_size", c.MaxAckPending)
-	case c.FlushInterval < 0:
-		return errors.New("tsdb: flush_interval must not be negative")
 	case c.AckWait < 0 || c.AckWait > 0 && c.AckWait < time.Second:
 		return errors.New("tsdb: ack_wait must be at least 1s")
 	case c.WriteTimeout < 0:
