@@ -44,6 +44,8 @@ type Deps struct {
 	APIKey string
 	// Ready returns nil when the hub is ready to serve, else what is not ready.
 	Ready func() error
+	// ReadyDetail adds component states (e.g. storage lag) to /readyz.
+	ReadyDetail func() map[string]any
 	// Status returns the IDs of devices that are online (true) or offline (false); nil when
 	// liveness is not tracked.
 	Status func(online bool) map[string]bool
@@ -120,13 +122,20 @@ func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	body := map[string]any{"status": "ready"}
+	if s.deps.ReadyDetail != nil {
+		if d := s.deps.ReadyDetail(); len(d) > 0 {
+			body["components"] = d
+		}
+	}
 	if s.deps.Ready != nil {
 		if err := s.deps.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			body["status"], body["error"] = "not ready", err.Error()
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, body)
 }
 
 // writeJSON writes v with status.

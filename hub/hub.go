@@ -25,6 +25,7 @@ import (
 	"github.com/tributary-iot/tributary/simulator/replay"
 	"github.com/tributary-iot/tributary/simulator/scenario"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/tsdb"
 )
 
 // Hub is one running hubd.
@@ -40,8 +41,10 @@ type Hub struct {
 	coap     *coap.Server
 	replays  *replay.Manager
 	sims     *fleet.Manager
-	httpLn   net.Listener
-	http     *http.Server
+	// influx writes telemetry to InfluxDB; nil when no --influx-url is set.
+	influx *tsdb.Writer
+	httpLn net.Listener
+	http   *http.Server
 
 	ready chan struct{}
 }
@@ -99,12 +102,26 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		fleet.RegistryProvisioner{Registry: h.registry}, log); err != nil {
 		return nil, err
 	}
+	// Time series: the InfluxDB writer when configured; queries from InfluxDB or, without
+	// it, from the stream.
+	influxCfg := tsdb.Config{URL: cfg.InfluxURL, Token: cfg.InfluxToken, Org: cfg.InfluxOrg, Bucket: cfg.InfluxBucket}
+	if cfg.InfluxURL != "" {
+		if h.influx, err = tsdb.NewWriter(h.bus, influxCfg, tsdb.TelemetryMapping(h.registry, ""), log); err != nil {
+			return nil, err
+		}
+	}
+	querier, err := tsdb.NewQuerier(influxCfg, h.bus, log)
+	if err != nil {
+		return nil, err
+	}
 	apiServer := api.New(api.Deps{
 		Devices:  h.registry,
 		Messages: h.bus,
 		APIKey:   h.apiKey,
 		Ready:    h.readiness,
-		Extra:    []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log)},
+		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
+			api.TelemetryRoutes(querier, h.registry, log)},
+		ReadyDetail: h.readyDetail,
 	}, log)
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
@@ -123,6 +140,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	g.Go(func() error { return h.coap.Run(gctx) })
 	g.Go(func() error { return h.replays.Run(gctx) })
 	g.Go(func() error { return h.sims.Run(gctx) })
+	if h.influx != nil {
+		g.Go(func() error { return h.influx.Run(gctx) })
+	}
 	g.Go(func() error {
 		err := h.http.Serve(h.httpLn)
 		if errors.Is(err, http.ErrServerClosed) {
@@ -186,6 +206,16 @@ func (h *Hub) readiness() error {
 	default:
 		return errors.New("protocol listeners are starting")
 	}
+}
+
+// readyDetail is shown on /readyz: the state of components that may lag without making the hub
+// unready (ingest goes on while InfluxDB is down; the writer catches up).
+func (h *Hub) readyDetail() map[string]any {
+	d := map[string]any{}
+	if h.influx != nil {
+		d["influxdb_writer"] = h.influx.Status()
+	}
+	return d
 }
 
 // Addresses, valid after Ready.
