@@ -124,8 +124,6 @@ type Manager struct {
 
 	mu      sync.Mutex
 	runners map[string]*runner
-
-	onRelease func(target, actual time.Time) // test hook, see runner
 }
 
 // New opens the jobs bucket. Reads go through resolver; publishes use their own JetStream
@@ -307,11 +305,7 @@ func (m *Manager) notify(e jetstream.KeyValueEntry) {
 			st = j.Status
 		}
 	}
-	select {
-	case <-r.ctrl:
-	default:
-	}
-	r.ctrl <- st
+	r.push(st, e.Revision())
 }
 
 // claim takes up active jobs no live instance holds and returns their runners (nil on error).
@@ -409,33 +403,39 @@ var (
 
 // update applies fn to the stored job with optimistic concurrency, retrying on conflicts.
 func (m *Manager) update(ctx context.Context, id string, fn func(*Job) error) (Job, error) {
+	j, _, err := m.updateRev(ctx, id, fn)
+	return j, err
+}
+
+// updateRev is update that also returns the new revision.
+func (m *Manager) updateRev(ctx context.Context, id string, fn func(*Job) error) (Job, uint64, error) {
 	for attempt := 0; ; attempt++ {
 		e, err := m.kv.Get(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Job{}, fmt.Errorf("%w: replay %s", simulator.ErrNotFound, id)
+			return Job{}, 0, fmt.Errorf("%w: replay %s", simulator.ErrNotFound, id)
 		}
 		if err != nil {
-			return Job{}, fmt.Errorf("replay %s: %w", id, err)
+			return Job{}, 0, fmt.Errorf("replay %s: %w", id, err)
 		}
 		var j Job
 		if err := json.Unmarshal(e.Value(), &j); err != nil {
-			return Job{}, fmt.Errorf("replay %s: %w", id, err)
+			return Job{}, 0, fmt.Errorf("replay %s: %w", id, err)
 		}
 		if err := fn(&j); err != nil {
-			return j, err
+			return j, 0, err
 		}
 		j.UpdatedAt = m.now().UTC()
 		j.Progress.Fraction = j.fraction()
 		data, err := json.Marshal(j)
 		if err != nil {
-			return Job{}, err
+			return Job{}, 0, err
 		}
-		_, err = m.kv.Update(ctx, id, data, e.Revision())
+		rev, err := m.kv.Update(ctx, id, data, e.Revision())
 		if err == nil {
-			return j, nil
+			return j, rev, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) || attempt >= 50 {
-			return Job{}, fmt.Errorf("replay %s: %w", id, err)
+			return Job{}, 0, fmt.Errorf("replay %s: %w", id, err)
 		}
 	}
 }
@@ -464,7 +464,7 @@ func (m *Manager) overlay(j *Job) {
 	m.mu.Lock()
 	r := m.runners[j.ID]
 	m.mu.Unlock()
-	if r != nil && j.Status.Active() {
+	if r != nil {
 		j.Progress, j.Pacing = r.liveProgress()
 		j.Progress.Fraction = j.fraction()
 	}
@@ -512,7 +512,7 @@ func (m *Manager) control(ctx context.Context, id string, to Status, allowed fun
 	if _, err := m.Get(ctx, id); err != nil {
 		return Job{}, err
 	}
-	j, err := m.update(ctx, id, func(j *Job) error {
+	j, rev, err := m.updateRev(ctx, id, func(j *Job) error {
 		if !allowed(j.Status) {
 			return fmt.Errorf("%w: replay %s is %s", simulator.ErrState, id, j.Status)
 		}
@@ -524,6 +524,18 @@ func (m *Manager) control(ctx context.Context, id string, to Status, allowed fun
 	})
 	if err != nil {
 		return Job{}, err
+	}
+	// A local runner obeys before the call returns: no message is published after a pause or
+	// a cancel has been answered. (A runner on another instance follows through the KV watch.)
+	m.mu.Lock()
+	r := m.runners[id]
+	m.mu.Unlock()
+	if r != nil {
+		r.push(to, rev)
+		r.waitState(ctx, to, 2*time.Second)
+		if cur, err := m.Get(ctx, id); err == nil {
+			j = cur
+		}
 	}
 	m.overlay(&j)
 	return j, nil

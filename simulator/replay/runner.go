@@ -44,14 +44,20 @@ type runner struct {
 	last      jetstream.PubAckFuture // future of the last release
 	committed Progress               // last progress written with its publishes acknowledged
 
-	// OnRelease, when set (tests, benchmarks), is called with each in-order message's target
-	// and actual release time.
-	onRelease func(target, actual time.Time)
+	// state is Running or Paused as the runner has applied it; changed is closed and replaced
+	// on every change. done is closed when the runner has finished.
+	pushMu  sync.Mutex
+	pushed  uint64 // revision of the last status pushed
+	stateMu sync.Mutex
+	state   Status
+	changed chan struct{}
+	done    chan struct{}
 }
 
 func (m *Manager) newRunner(j Job) *runner {
 	return &runner{m: m, id: j.ID, job: j, ctrl: make(chan Status, 1), live: j.Progress, committed: j.Progress, hist: histFrom(j.Pacing),
-		sent: metricMessages.WithLabelValues(string(j.Request.Target)), onRelease: m.onRelease}
+		state: Running, changed: make(chan struct{}), done: make(chan struct{}),
+		sent: metricMessages.WithLabelValues(string(j.Request.Target))}
 }
 
 func (r *runner) liveProgress() (Progress, Pacing) {
@@ -62,7 +68,61 @@ func (r *runner) liveProgress() (Progress, Pacing) {
 	return p, r.hist.summary()
 }
 
+func (r *runner) setState(s Status) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if r.state != s {
+		r.state = s
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// waitState waits until the runner has applied status want (or has finished, for any other
+// outcome), for at most d.
+func (r *runner) waitState(ctx context.Context, want Status, d time.Duration) {
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		r.stateMu.Lock()
+		s, changed := r.state, r.changed
+		r.stateMu.Unlock()
+		if s == want && want.Active() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-r.done:
+			return
+		case <-timeout.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// push hands the status of job revision rev to the runner; statuses of older revisions than one
+// pushed before (a KV watch event arriving after the API call that caused it) are ignored.
+func (r *runner) push(st Status, rev uint64) {
+	r.pushMu.Lock()
+	defer r.pushMu.Unlock()
+	if rev <= r.pushed {
+		return
+	}
+	r.pushed = rev
+	select {
+	case <-r.ctrl:
+	default:
+	}
+	select {
+	case r.ctrl <- st:
+	default:
+	}
+}
+
 func (r *runner) run(ctx context.Context) {
+	defer close(r.done)
 	metricJobs.WithLabelValues("running").Inc()
 	defer metricJobs.WithLabelValues("running").Dec()
 	rctx, cancel := context.WithCancel(ctx)
@@ -137,14 +197,15 @@ func (r *runner) replay(ctx context.Context) (Status, string) {
 		for {
 			switch st {
 			case Running:
-				if !c.paused {
-					return ""
+				if c.paused {
+					c.resume(time.Now())
 				}
-				c.resume(time.Now())
+				r.setState(Running)
 				return ""
 			case Paused:
 				if !c.paused {
 					c.pause(time.Now())
+					r.setState(Paused)
 					metricJobs.WithLabelValues("paused").Inc()
 					defer metricJobs.WithLabelValues("paused").Dec()
 				}
@@ -246,9 +307,6 @@ func (r *runner) replay(ctx context.Context) (Status, string) {
 				late := released.Sub(target)
 				r.hist.add(late)
 				metricPacing.Observe(late.Seconds())
-				if r.onRelease != nil {
-					r.onRelease(target, released)
-				}
 			}
 		} else {
 			r.live.OutOfOrder++
