@@ -20,6 +20,7 @@ import (
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/protocols/coap"
 	"github.com/tributary-iot/tributary/protocols/mqtt"
+	"github.com/tributary-iot/tributary/rules"
 	"github.com/tributary-iot/tributary/simulator"
 	"github.com/tributary-iot/tributary/simulator/fleet"
 	"github.com/tributary-iot/tributary/simulator/replay"
@@ -43,6 +44,11 @@ type Hub struct {
 	sims     *fleet.Manager
 	// influx writes telemetry to InfluxDB; nil when no --influx-url is set.
 	influx *tsdb.Writer
+	// rules runs the windowed rules; ruleInflux writes their results to InfluxDB (nil
+	// without --influx-url).
+	rules      *rules.Manager
+	ruleInflux *tsdb.Writer
+
 	httpLn net.Listener
 	http   *http.Server
 
@@ -110,6 +116,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 			return nil, err
 		}
 	}
+	// Rules (rules/): definitions and state in KV, results on rules/<name>/results.
+	if h.rules, err = rules.New(ctx, h.bus, h.registry, rules.Config{Replicas: replicas}, log); err != nil {
+		return nil, err
+	}
+	if cfg.InfluxURL != "" {
+		if h.ruleInflux, err = tsdb.NewWriter(h.bus, influxCfg, rules.InfluxMapping(""), log); err != nil {
+			return nil, err
+		}
+	}
 	querier, err := tsdb.NewQuerier(influxCfg, h.bus, log)
 	if err != nil {
 		return nil, err
@@ -120,7 +135,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		APIKey:   h.apiKey,
 		Ready:    h.readiness,
 		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
-			api.TelemetryRoutes(querier, h.registry, log)},
+			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log)},
 		ReadyDetail: h.readyDetail,
 	}, log)
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -142,6 +157,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	g.Go(func() error { return h.sims.Run(gctx) })
 	if h.influx != nil {
 		g.Go(func() error { return h.influx.Run(gctx) })
+	}
+	g.Go(func() error { return h.rules.Run(gctx) })
+	if h.ruleInflux != nil {
+		g.Go(func() error { return h.ruleInflux.Run(gctx) })
 	}
 	g.Go(func() error {
 		err := h.http.Serve(h.httpLn)
