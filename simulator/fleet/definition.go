@@ -272,11 +272,16 @@ func Parse(data []byte, format string) (Definition, error) {
 	}
 	lines := map[string]int{}
 	keyLines(root.Content[0], "", lines)
+	// Errors from decoding name a line only: use the path of the key there, or for a flow
+	// mapping with several keys on the line, the path they share.
 	byLine := map[int]string{}
 	for p, l := range lines {
-		if cur, ok := byLine[l]; !ok || len(p) > len(cur) {
+		cur, ok := byLine[l]
+		if !ok {
 			byLine[l] = p
+			continue
 		}
+		byLine[l] = commonPath(cur, p)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -300,6 +305,25 @@ func Parse(data []byte, format string) (Definition, error) {
 	return def, nil
 }
 
+// commonPath is the longest path both a and b lie under ("a.b.c", "a.b.d" → "a.b").
+func commonPath(a, b string) string {
+	if strings.HasPrefix(b, a) && (len(b) == len(a) || b[len(a)] == '.' || b[len(a)] == '[') {
+		return a
+	}
+	if strings.HasPrefix(a, b) && (len(a) == len(b) || a[len(b)] == '.' || a[len(b)] == '[') {
+		return b
+	}
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	p := a[:i]
+	if j := strings.LastIndexAny(p, ".["); j >= 0 {
+		return p[:j]
+	}
+	return ""
+}
+
 var lineRE = regexp.MustCompile(`^line (\d+): `)
 
 // annotate adds the field path to a yaml error "line N: ...".
@@ -310,7 +334,7 @@ func annotate(msg string, byLine map[int]string) string {
 	}
 	n, _ := strconv.Atoi(m[1])
 	p, ok := byLine[n]
-	if !ok {
+	if !ok || p == "" {
 		return msg
 	}
 	rest := strings.TrimPrefix(msg, m[0])

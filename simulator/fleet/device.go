@@ -72,6 +72,13 @@ const (
 // the device is connected already.
 func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 	d.connected = true
+	defer func() {
+		if d.connected {
+			d.tr.close()
+			d.c.connected.Add(-1)
+			metricDevices.Dec()
+		}
+	}()
 	interval := d.prof.Rate.Interval()
 	tick, k := d.plan.Phase, 0
 	timer := time.NewTimer(time.Hour)
@@ -121,6 +128,7 @@ func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 			d.tr.close()
 			d.c.disconnects.Add(1)
 			d.c.connected.Add(-1)
+			metricDevices.Dec()
 		case evReconnect:
 			if err := d.tr.connect(ctx); err != nil {
 				d.c.errors.Add(1)
@@ -130,6 +138,7 @@ func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 			d.connected = true
 			d.c.reconnects.Add(1)
 			d.c.connected.Add(1)
+			metricDevices.Inc()
 		case evBurst:
 			at := d.burst.pop()
 			for j := range d.prof.Bursts.Count {

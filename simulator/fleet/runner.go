@@ -301,6 +301,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		d := &r.plan.Devices[i]
 		dv := newDevice(r.plan, d, trs[i], r.c[d.Profile])
+		trs[i] = nil // the device disconnects itself at the end
 		wg.Go(func() { dv.run(ctx, start, def.Duration.D()) })
 	}
 	sctx, stopSampling := context.WithCancel(ctx)

@@ -56,20 +56,31 @@ type mqttTransport struct {
 	qos   byte
 }
 
-func (t *mqttTransport) connect(context.Context) error {
+func (t *mqttTransport) connect(ctx context.Context) error {
 	t.c = paho.NewClient(t.opts)
-	tok := t.c.Connect()
-	if !tok.WaitTimeout(requestTimeout) {
-		t.c.Disconnect(0)
-		return errors.New("mqtt connect: timed out")
-	}
-	if err := tok.Error(); err != nil {
+	if err := wait(ctx, t.c.Connect()); err != nil {
+		c := t.c
+		go c.Disconnect(0) // may wait for the connect attempt to end
 		return fmt.Errorf("mqtt connect: %w", err)
 	}
 	return nil
 }
 
-func (t *mqttTransport) publish(_ context.Context, payload []byte) error {
+// wait waits for tok until ctx ends or requestTimeout passes.
+func wait(ctx context.Context, tok paho.Token) error {
+	timer := time.NewTimer(requestTimeout)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return errors.New("no answer in time")
+	}
+}
+
+func (t *mqttTransport) publish(ctx context.Context, payload []byte) error {
 	tok := t.c.Publish(t.topic, t.qos, false, payload)
 	if t.qos == 0 {
 		select {
@@ -79,10 +90,10 @@ func (t *mqttTransport) publish(_ context.Context, payload []byte) error {
 			return nil
 		}
 	}
-	if !tok.WaitTimeout(requestTimeout) {
-		return errors.New("mqtt publish: no PUBACK in time")
+	if err := wait(ctx, tok); err != nil {
+		return fmt.Errorf("mqtt publish: %w", err)
 	}
-	return tok.Error()
+	return nil
 }
 
 func (t *mqttTransport) close() {

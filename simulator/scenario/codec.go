@@ -141,6 +141,8 @@ func decodeLine(b []byte) (*streams.Envelope, error) {
 		var syn *json.SyntaxError
 		var typ *json.UnmarshalTypeError
 		switch {
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, errors.New("invalid JSON: the line ends too early")
 		case errors.As(err, &syn):
 			return nil, fmt.Errorf("invalid JSON at byte %d: %v", syn.Offset, err)
 		case errors.As(err, &typ):

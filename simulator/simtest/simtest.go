@@ -184,12 +184,15 @@ func GetJob(t testing.TB, h *hubtest.Hub, id string) replay.Job {
 // WaitJob polls the job until cond holds.
 func WaitJob(t testing.TB, h *hubtest.Hub, id string, d time.Duration, what string, cond func(replay.Job) bool) replay.Job {
 	t.Helper()
-	var job replay.Job
-	hubtest.Eventually(t, d, func() bool {
-		job = GetJob(t, h, id)
-		return cond(job)
-	}, "replay %s: %s; last state %s, progress %+v, error %q", id, what, job.Status, job.Progress, job.Error)
-	return job
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		job := GetJob(t, h, id)
+		if cond(job) {
+			return job
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replay %s: %s: not after %s; last state %s, progress %+v, error %q", id, what, d, job.Status, job.Progress, job.Error)
+		}
+	}
 }
 
 // Percentile of sorted durations (nearest rank).
