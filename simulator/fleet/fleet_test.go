@@ -137,8 +137,12 @@ func TestAnomaliesAtTheirTimesAndCaught(t *testing.T) {
 	// Anomalies happen at their times. Timestamps are whole milliseconds: readings within a
 	// millisecond of a window's edge are left out.
 	const edge = time.Millisecond
-	inside := func(r reading, tr fleet.Truth) bool { return !r.at.Before(tr.Start.Add(edge)) && r.at.Before(tr.End.Add(-edge)) }
-	near := func(r reading, tr fleet.Truth) bool { return !r.at.Before(tr.Start.Add(-edge)) && r.at.Before(tr.End.Add(edge)) }
+	inside := func(r reading, tr fleet.Truth) bool {
+		return !r.at.Before(tr.Start.Add(edge)) && r.at.Before(tr.End.Add(-edge))
+	}
+	near := func(r reading, tr fleet.Truth) bool {
+		return !r.at.Before(tr.Start.Add(-edge)) && r.at.Before(tr.End.Add(edge))
+	}
 	for _, tr := range truth.Truth {
 		var in []reading
 		for _, r := range readings {
