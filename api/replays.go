@@ -70,15 +70,20 @@ type replayHandlers struct {
 
 // simError answers err with the status its sentinel calls for.
 func simError(w http.ResponseWriter, log *slog.Logger, err error) {
+	// The status says what the sentinel says: leave its prefix out of the message.
+	msg := err.Error()
+	for _, s := range []error{simulator.ErrInvalid, simulator.ErrExists, simulator.ErrState} {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+	}
 	switch {
 	case errors.Is(err, simulator.ErrInvalid):
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, msg)
 	case errors.Is(err, simulator.ErrEmpty):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, simulator.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, simulator.ErrExists), errors.Is(err, simulator.ErrState):
-		writeError(w, http.StatusConflict, err.Error())
+		writeError(w, http.StatusConflict, msg)
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 	default:

@@ -135,8 +135,15 @@ func (r *Resolver) Resolve(ctx context.Context, sel Selection) (Source, error) {
 	defer rd.Close()
 	m, err := rd.Next(ctx)
 	if errors.Is(err, io.EOF) {
-		return Source{}, fmt.Errorf("%w: no message matches from %s to %s (devices %v, topics %v)", ErrEmpty,
-			sel.From.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), sel.Devices, sel.Topics)
+		what := ""
+		if len(sel.Devices) > 0 {
+			what += fmt.Sprintf(" of devices %s", strings.Join(sel.Devices, ", "))
+		}
+		if len(sel.Topics) > 0 {
+			what += fmt.Sprintf(" on topics %s", strings.Join(sel.Topics, ", "))
+		}
+		return Source{}, fmt.Errorf("%w: no message%s has an event time from %s to %s", ErrEmpty,
+			what, sel.From.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano))
 	}
 	if err != nil {
 		return Source{}, err
@@ -392,7 +399,7 @@ func (rd *Reader) Close() {
 // ScenarioSource resolves a scenario by name.
 func (r *Resolver) ScenarioSource(ctx context.Context, name string) (Source, error) {
 	if r.scenarios == nil {
-		return Source{}, fmt.Errorf("%w: scenario %s: scenarios are not available", ErrNotFound, name)
+		return Source{}, fmt.Errorf("scenario %s: scenarios are not available: %w", name, ErrNotFound)
 	}
 	return r.scenarios.ScenarioSource(ctx, name)
 }

@@ -257,6 +257,17 @@ const (
 // field: "line 12: profiles[0].rate: must be positive".
 func Parse(data []byte, format string) (Definition, error) {
 	if format == "json" {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) {
+				line, col := position(data, syn.Offset)
+				return Definition{}, fmt.Errorf("%w: line %d, column %d: invalid JSON: %v", simulator.ErrInvalid, line, col, err)
+			}
+			if len(bytes.TrimSpace(data)) > 0 {
+				return Definition{}, fmt.Errorf("%w: invalid JSON: %v", simulator.ErrInvalid, err)
+			}
+		}
 		// Tabs are only white space in valid JSON, and YAML does not indent with them.
 		data = bytes.ReplaceAll(data, []byte("\t"), []byte(" "))
 	}
@@ -305,6 +316,15 @@ func Parse(data []byte, format string) (Definition, error) {
 	return def, nil
 }
 
+// position is the line and column (from 1) of byte offset off, where json.SyntaxError.Offset
+// counts the bytes read up to and including the bad one.
+func position(data []byte, off int64) (line, col int) {
+	off = max(0, min(off-1, int64(len(data))))
+	line = 1 + bytes.Count(data[:off], []byte("\n"))
+	col = int(off) - bytes.LastIndexByte(data[:off], '\n')
+	return line, col
+}
+
 // commonPath is the longest path both a and b lie under ("a.b.c", "a.b.d" → "a.b").
 func commonPath(a, b string) string {
 	if strings.HasPrefix(b, a) && (len(b) == len(a) || b[len(a)] == '.' || b[len(a)] == '[') {
@@ -324,6 +344,8 @@ func commonPath(a, b string) string {
 	return ""
 }
 
+var unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+
 var lineRE = regexp.MustCompile(`^line (\d+): `)
 
 // annotate adds the field path to a yaml error "line N: ...".
@@ -338,7 +360,9 @@ func annotate(msg string, byLine map[int]string) string {
 		return msg
 	}
 	rest := strings.TrimPrefix(msg, m[0])
-	rest = strings.Replace(rest, "field ", "unknown field ", 1)
+	if f := unknownFieldRE.FindStringSubmatch(rest); f != nil {
+		rest = "unknown field " + f[1]
+	}
 	return fmt.Sprintf("line %d: %s: %s", n, p, rest)
 }
 

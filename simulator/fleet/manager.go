@@ -363,7 +363,7 @@ func (m *Manager) update(ctx context.Context, id string, fn func(*Simulation) er
 	for attempt := 0; ; attempt++ {
 		e, err := m.kv.Get(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Simulation{}, fmt.Errorf("%w: simulation %s", simulator.ErrNotFound, id)
+			return Simulation{}, fmt.Errorf("simulation %s: %w", id, simulator.ErrNotFound)
 		}
 		if err != nil {
 			return Simulation{}, fmt.Errorf("simulation %s: %w", id, err)
@@ -391,11 +391,11 @@ func (m *Manager) update(ctx context.Context, id string, fn func(*Simulation) er
 // Get returns one simulation, with live stats when it runs here.
 func (m *Manager) Get(ctx context.Context, id string) (Simulation, error) {
 	if !simulator.ValidName(id) {
-		return Simulation{}, fmt.Errorf("%w: simulation %q", simulator.ErrNotFound, id)
+		return Simulation{}, fmt.Errorf("simulation %q: %w", id, simulator.ErrNotFound)
 	}
 	e, err := m.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Simulation{}, fmt.Errorf("%w: simulation %s", simulator.ErrNotFound, id)
+		return Simulation{}, fmt.Errorf("simulation %s: %w", id, simulator.ErrNotFound)
 	}
 	if err != nil {
 		return Simulation{}, fmt.Errorf("simulation %s: %w", id, err)

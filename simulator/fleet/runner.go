@@ -267,6 +267,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			metricErrors.WithLabelValues("connect").Inc()
 			if attempt == 2 || ctx.Err() != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
 				connectFailed.Add(1)
 				r.c[d.Profile].errors.Add(1)
 				r.log.Warn("virtual device cannot connect", "device", d.ID, "err", err)

@@ -65,8 +65,8 @@ func (s *Speed) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return fmt.Errorf("speed: got %s, want a number from %g to %g or \"max\"", b, float64(MinSpeed), float64(MaxSpeed))
 	}
-	if f == 0 {
-		f = -1 // an explicit 0 is out of range, not "default"
+	if !(f > 0) { // an explicit 0 is out of range, not the default
+		return fmt.Errorf("speed: %g out of range: want a number from %g to %g or \"max\"", f, float64(MinSpeed), float64(MaxSpeed))
 	}
 	*s = Speed(f)
 	return nil

@@ -412,7 +412,7 @@ func (m *Manager) updateRev(ctx context.Context, id string, fn func(*Job) error)
 	for attempt := 0; ; attempt++ {
 		e, err := m.kv.Get(ctx, id)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Job{}, 0, fmt.Errorf("%w: replay %s", simulator.ErrNotFound, id)
+			return Job{}, 0, fmt.Errorf("replay %s: %w", id, simulator.ErrNotFound)
 		}
 		if err != nil {
 			return Job{}, 0, fmt.Errorf("replay %s: %w", id, err)
@@ -443,11 +443,11 @@ func (m *Manager) updateRev(ctx context.Context, id string, fn func(*Job) error)
 // Get returns one job, with the live progress when this instance runs it.
 func (m *Manager) Get(ctx context.Context, id string) (Job, error) {
 	if !simulator.ValidName(id) {
-		return Job{}, fmt.Errorf("%w: replay %q", simulator.ErrNotFound, id)
+		return Job{}, fmt.Errorf("replay %q: %w", id, simulator.ErrNotFound)
 	}
 	e, err := m.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Job{}, fmt.Errorf("%w: replay %s", simulator.ErrNotFound, id)
+		return Job{}, fmt.Errorf("replay %s: %w", id, simulator.ErrNotFound)
 	}
 	if err != nil {
 		return Job{}, fmt.Errorf("replay %s: %w", id, err)

@@ -277,7 +277,7 @@ func (s *Store) get(ctx context.Context, name string) (record, error) {
 	}
 	e, err := s.kv.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return record{}, fmt.Errorf("%w: scenario %s", simulator.ErrNotFound, name)
+		return record{}, fmt.Errorf("scenario %s: %w", name, simulator.ErrNotFound)
 	}
 	if err != nil {
 		return record{}, fmt.Errorf("scenario %s: %w", name, err)
