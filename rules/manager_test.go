@@ -244,4 +244,3 @@ func TestLateEventsAndDevices(t *testing.T) {
 		t.Errorf("stats = %+v, want 1 late, 1 filtered of 5", st)
 	}
 }
-
