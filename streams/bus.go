@@ -99,6 +99,25 @@ type Bus struct {
 	js       jetstream.JetStream
 	messages jetstream.Stream
 	dead     jetstream.Stream
+	// subNC carries live consumers (Subscribe); subMessages is the IOT stream through it.
+	subNC       *nats.Conn
+	subMessages jetstream.Stream
+}
+
+func (b *Bus) connect(name string) (*nats.Conn, error) {
+	if b.ns != nil {
+		return nats.Connect("", nats.InProcessServer(b.ns), nats.Name(name))
+	}
+	return nats.Connect(b.cfg.URL, nats.Name(name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				b.log.Warn("nats disconnected", "connection", name, "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.log.Info("nats reconnected", "connection", name, "url", nc.ConnectedUrlRedacted())
+		}))
 }
 
 // New connects to NATS (starting the embedded server if no URL is given) and creates or updates
@@ -114,16 +133,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 		if b.ns, err = startEmbedded(cfg, log); err != nil {
 			return nil, err
 		}
-		b.nc, err = nats.Connect("", nats.InProcessServer(b.ns), nats.Name("tributary-hub"))
-	} else {
-		b.nc, err = nats.Connect(cfg.URL, nats.Name("tributary-hub"), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-				if err != nil {
-					b.log.Warn("nats disconnected", "err", err)
-				}
-			}),
-			nats.ReconnectHandler(func(nc *nats.Conn) { b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }))
+	}
+	// Two connections: live consumers' deliveries do not queue behind publishes and their
+	// acknowledgements, and each connection's read loop gets a core of its own.
+	if b.nc, err = b.connect("tributary-hub"); err == nil {
+		b.subNC, err = b.connect("tributary-hub-consumers")
 	}
 	if err != nil {
 		b.Close()
@@ -143,6 +157,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	if err := b.setupStreams(ctx); err != nil {
 		b.Close()
 		return nil, err
+	}
+	subJS, err := jetstream.New(b.subNC)
+	if err == nil {
+		b.subMessages, err = subJS.Stream(ctx, StreamMessages)
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	if b.ns != nil && cfg.ListenAddr != "" {
 		b.log.Info("embedded nats listening", "url", b.ns.ClientURL(), "store", cfg.StoreDir)
@@ -209,7 +231,7 @@ func (b *Bus) ClientURL() string {
 
 // Ready reports whether the NATS connection is up.
 func (b *Bus) Ready() error {
-	if b.nc == nil || !b.nc.IsConnected() {
+	if b.nc == nil || !b.nc.IsConnected() || b.subNC == nil || !b.subNC.IsConnected() {
 		return errors.New("nats: not connected")
 	}
 	return nil
@@ -295,7 +317,7 @@ func (b *Bus) Subscribe(ctx context.Context, sub Subscription, fn func(*Envelope
 		t := sub.StartTime
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	}
-	cons, err := b.messages.OrderedConsumer(ctx, cfg)
+	cons, err := b.subMessages.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("subscribe %v: %w", sub.Filters, err)
 	}
@@ -415,6 +437,9 @@ func (b *Bus) Close() {
 			}
 		}
 		b.nc.Close()
+	}
+	if b.subNC != nil {
+		b.subNC.Close()
 	}
 	if b.ns != nil {
 		b.ns.Shutdown()
