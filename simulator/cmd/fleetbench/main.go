@@ -56,6 +56,7 @@ func main() {
 	maxLag := flag.Duration("max-lag", time.Second, "largest p99 send lag that counts as sustained")
 	connectRate := flag.Float64("connect-rate", 2000, "device connections per second while starting")
 	jsonOut := flag.Bool("json", false, "print the results as JSON")
+	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile here (the hub's: FLEETBENCH_HUB_CPUPROFILE)")
 	flag.Parse()
 	if *serve {
 		if err := serveHub(); err != nil {
@@ -67,6 +68,15 @@ func main() {
 	raiseFileLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "fleetbench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	var results []result
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
