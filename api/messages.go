@@ -102,7 +102,10 @@ func (s *Server) deviceMessages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
-	page, err := s.deps.Messages.Latest(r.Context(), []string{"devices/" + id + "/#"}, limit, before)
+	// The device's traffic both ways; its status events (devices/{id}/status) are the hub's
+	// and not listed here.
+	base := "devices/" + id + "/"
+	page, err := s.deps.Messages.Latest(r.Context(), []string{base + "telemetry", base + "events/#", base + "state/#", base + "commands/#"}, limit, before)
 	if err != nil {
 		s.log.Error("read messages", "device", id, "err", err)
 		writeError(w, http.StatusInternalServerError, err.Error())

@@ -7,14 +7,18 @@ import (
 
 // Device is what the registry knows about one device. The token hash never leaves the package.
 type Device struct {
-	ID        string            `json:"id"`
-	Name      string            `json:"name,omitempty"`
-	Type      string            `json:"type,omitempty"`
-	Tags      map[string]string `json:"tags,omitempty"`
-	Location  *Location         `json:"location,omitempty"`
-	Metadata  map[string]any    `json:"metadata,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	ID       string            `json:"id"`
+	Name     string            `json:"name,omitempty"`
+	Type     string            `json:"type,omitempty"`
+	Tags     map[string]string `json:"tags,omitempty"`
+	Location *Location         `json:"location,omitempty"`
+	Metadata map[string]any    `json:"metadata,omitempty"`
+	// InactivityTimeout overrides, for this device, how long a device that has no connection
+	// (CoAP) stays online after its last message; zero means its type's or the default (see
+	// Liveness).
+	InactivityTimeout Duration  `json:"inactivity_timeout,omitempty"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
 }
 
 // Location is a WGS 84 position.
@@ -55,12 +59,19 @@ func ValidID(id string) bool {
 // ReservedID is the identity applications use over MQTT and DTLS; no device may take it.
 const ReservedID = "app"
 
+// ProvisionID is the MQTT username of devices claiming an identity with a provisioning key;
+// no device may take it either.
+const ProvisionID = "provision"
+
 func (d *Device) validate() error {
 	if !ValidID(d.ID) {
 		return fmt.Errorf("%w: id %q must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", ErrInvalid, d.ID)
 	}
 	if d.ID == ReservedID {
 		return fmt.Errorf("%w: id %q is reserved for applications", ErrInvalid, d.ID)
+	}
+	if d.ID == ProvisionID {
+		return fmt.Errorf("%w: id %q is reserved for provisioning", ErrInvalid, d.ID)
 	}
 	if len(d.Name) > MaxNameLen {
 		return fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, MaxNameLen)
@@ -75,6 +86,9 @@ func (d *Device) validate() error {
 		if k == "" || len(k) > MaxTagLen || len(v) > MaxTagLen {
 			return fmt.Errorf("%w: tag %q: keys must be 1..%d bytes and values at most %d", ErrInvalid, k, MaxTagLen, MaxTagLen)
 		}
+	}
+	if d.InactivityTimeout != 0 && (d.InactivityTimeout < Duration(MinInactivityTimeout) || d.InactivityTimeout > Duration(MaxInactivityTimeout)) {
+		return fmt.Errorf("%w: inactivity_timeout %v is outside %v..%v", ErrInvalid, d.InactivityTimeout, Duration(MinInactivityTimeout), Duration(MaxInactivityTimeout))
 	}
 	if l := d.Location; l != nil && (l.Lat < -90 || l.Lat > 90 || l.Lon < -180 || l.Lon > 180) {
 		return fmt.Errorf("%w: location %v,%v is outside lat -90..90, lon -180..180", ErrInvalid, l.Lat, l.Lon)

@@ -14,3 +14,17 @@ var (
 	// ErrConflict: the record changed concurrently; retry.
 	ErrConflict = errors.New("device changed concurrently")
 )
+
+var (
+	// ErrTooLarge: a document (shadow state, command payload) is over its size limit.
+	ErrTooLarge = errors.New("too large")
+	// ErrUnavailable: the hub's storage did not answer; the operation may be retried.
+	ErrUnavailable = errors.New("storage unavailable")
+	// ErrForbidden: the credentials are valid but do not allow this (e.g. a provisioning key
+	// restricted to other device IDs).
+	ErrForbidden = errors.New("not allowed")
+	// ErrExpired: a provisioning key or command past its expiry.
+	ErrExpired = errors.New("expired")
+	// ErrExhausted: a provisioning key whose use limit is reached.
+	ErrExhausted = errors.New("use limit reached")
+)

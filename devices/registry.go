@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,6 +40,16 @@ type Registry struct {
 	mu      sync.RWMutex
 	devices map[string]*record
 	synced  chan struct{}
+
+	// sorted holds the IDs in order for List, as of generation sortedGen; it is rebuilt
+	// lazily when gen (bumped on every addition or removal) has moved on.
+	gen       atomic.Uint64
+	sortMu    sync.Mutex
+	sorted    []string
+	sortedGen uint64
+
+	// statusOf, when set (by Liveness), answers Filter.Status.
+	statusOf func(id string) string
 }
 
 // New opens (or creates) the bucket and loads every device before returning.
@@ -117,7 +129,10 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(r.devices, e.Key())
+		if _, ok := r.devices[e.Key()]; ok {
+			delete(r.devices, e.Key())
+			r.changed()
+		}
 		return
 	}
 	var rec record
@@ -125,8 +140,14 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 		r.log.Error("unreadable device record", "key", e.Key(), "err", err)
 		return
 	}
+	if _, ok := r.devices[e.Key()]; !ok {
+		r.changed()
+	}
 	r.devices[e.Key()] = &rec
 }
+
+// changed marks the sorted index stale.
+func (r *Registry) changed() { r.gen.Add(1) }
 
 // NewToken returns a fresh device token: 128 random bits, URL-safe base64.
 func NewToken() string {
@@ -163,6 +184,9 @@ func (r *Registry) Create(ctx context.Context, d Device) (Device, string, error)
 		return Device{}, "", fmt.Errorf("create device %s: %w", d.ID, err)
 	}
 	r.mu.Lock()
+	if _, ok := r.devices[d.ID]; !ok {
+		r.changed()
+	}
 	r.devices[d.ID] = &rec
 	r.mu.Unlock()
 	return d, token, nil
@@ -258,6 +282,8 @@ type Patch struct {
 	Tags     *map[string]string `json:"tags,omitempty"`
 	Location *Location          `json:"location,omitempty"`
 	Metadata *map[string]any    `json:"metadata,omitempty"`
+	// InactivityTimeout: "0s" goes back to the type's or the default timeout.
+	InactivityTimeout *Duration `json:"inactivity_timeout,omitempty"`
 }
 
 // Update applies p to device id.
@@ -277,6 +303,9 @@ func (r *Registry) Update(ctx context.Context, id string, p Patch) (Device, erro
 		}
 		if p.Metadata != nil {
 			rec.Metadata = *p.Metadata
+		}
+		if p.InactivityTimeout != nil {
+			rec.InactivityTimeout = *p.InactivityTimeout
 		}
 		return rec.validate()
 	})
@@ -308,7 +337,10 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("delete device %s: %w", id, err)
 	}
 	r.mu.Lock()
-	delete(r.devices, id)
+	if _, ok := r.devices[id]; ok {
+		delete(r.devices, id)
+		r.changed()
+	}
 	r.mu.Unlock()
 	return nil
 }
@@ -318,8 +350,17 @@ type Filter struct {
 	Type string
 	// Tags must all match (key → value).
 	Tags map[string]string
+	// Meta must all match: a metadata key (dotted for nested objects, "fw.version") → the
+	// value as text (a string as is, other JSON values as JSON: 42, true).
+	Meta map[string]string
 	// Query matches a case-insensitive substring of the ID or name.
 	Query string
+	// Status is "online" or "offline" (liveness; ignored when it is not tracked).
+	Status string
+	// Near keeps devices with a location within a distance of a point.
+	Near *Circle
+	// BBox keeps devices with a location inside a box.
+	BBox *BBox
 	// IDs restricts to this set when not nil (e.g. devices with a given status).
 	IDs map[string]bool
 	// After is the pagination cursor: only IDs sorting after it.
@@ -328,15 +369,60 @@ type Filter struct {
 	Limit int
 }
 
+// Circle is a point and a radius in kilometres.
+type Circle struct {
+	Lat, Lon, RadiusKm float64
+}
+
+// BBox is a box of WGS 84 coordinates; MinLon > MaxLon crosses the antimeridian.
+type BBox struct {
+	MinLon, MinLat, MaxLon, MaxLat float64
+}
+
+func (b *BBox) contains(l *Location) bool {
+	if l.Lat < b.MinLat || l.Lat > b.MaxLat {
+		return false
+	}
+	if b.MinLon <= b.MaxLon {
+		return l.Lon >= b.MinLon && l.Lon <= b.MaxLon
+	}
+	return l.Lon >= b.MinLon || l.Lon <= b.MaxLon
+}
+
+// distanceKm is the great-circle distance (haversine, mean Earth radius).
+func distanceKm(lat1, lon1, lat2, lon2 float64) float64 {
+	const r = 6371.0088
+	rad := math.Pi / 180
+	dLat, dLon := (lat2-lat1)*rad, (lon2-lon1)*rad
+	a := math.Sin(dLat/2)*math.Sin(dLat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dLon/2)*math.Sin(dLon/2)
+	return 2 * r * math.Asin(math.Min(1, math.Sqrt(a)))
+}
+
 // List returns the devices matching f, ordered by ID, and the cursor for the next page ("" at
-// the end).
+// the end). A page costs what it skips and returns, not the size of the registry: IDs are kept
+// sorted.
 func (r *Registry) List(f Filter) ([]Device, string) {
 	q := strings.ToLower(f.Query)
+	ids := r.sortedIDs()
+	start := 0
+	if f.After != "" {
+		start, _ = slices.BinarySearch(ids, f.After)
+		if start < len(ids) && ids[start] == f.After {
+			start++
+		}
+	}
+	var status func(string) string
+	if f.Status != "" {
+		status = r.statusOf
+	}
+	out := make([]Device, 0, min(len(ids)-start, cmp.Or(f.Limit, 100)))
+	next := ""
 	r.mu.RLock()
-	out := make([]Device, 0, min(len(r.devices), cmp.Or(f.Limit, len(r.devices))))
-	for id, rec := range r.devices {
-		if f.After != "" && id <= f.After {
-			continue
+	defer r.mu.RUnlock()
+	for _, id := range ids[start:] {
+		rec, ok := r.devices[id]
+		if !ok {
+			continue // deleted since the index was built
 		}
 		if f.IDs != nil && !f.IDs[id] {
 			continue
@@ -344,22 +430,87 @@ func (r *Registry) List(f Filter) ([]Device, string) {
 		if f.Type != "" && rec.Type != f.Type {
 			continue
 		}
-		if !tagsMatch(rec.Tags, f.Tags) {
+		if !tagsMatch(rec.Tags, f.Tags) || !metaMatch(rec.Metadata, f.Meta) {
 			continue
 		}
-		if q != "" && !strings.Contains(strings.ToLower(id), q) && !strings.Contains(strings.ToLower(rec.Name), q) {
+		if q != "" && !containsFold(id, q) && !containsFold(rec.Name, q) {
 			continue
+		}
+		if f.Near != nil && (rec.Location == nil || distanceKm(f.Near.Lat, f.Near.Lon, rec.Location.Lat, rec.Location.Lon) > f.Near.RadiusKm) {
+			continue
+		}
+		if f.BBox != nil && (rec.Location == nil || !f.BBox.contains(rec.Location)) {
+			continue
+		}
+		if status != nil && status(id) != f.Status {
+			continue
+		}
+		if f.Limit > 0 && len(out) == f.Limit {
+			next = out[len(out)-1].ID
+			break
 		}
 		out = append(out, rec.Device)
 	}
-	r.mu.RUnlock()
-	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.ID, b.ID) })
-	next := ""
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-		next = out[len(out)-1].ID
-	}
 	return out, next
+}
+
+// containsFold reports whether s contains lower (already lower-case), ignoring case.
+func containsFold(s, lower string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+			return strings.Contains(strings.ToLower(s), lower)
+		}
+	}
+	return strings.Contains(s, lower)
+}
+
+// sortedIDs returns the registered IDs in order, rebuilding the index after changes. The
+// slice is shared: callers must not modify it.
+func (r *Registry) sortedIDs() []string {
+	r.sortMu.Lock()
+	defer r.sortMu.Unlock()
+	g := r.gen.Load()
+	if r.sorted != nil && r.sortedGen == g {
+		return r.sorted
+	}
+	r.mu.RLock()
+	ids := make([]string, 0, len(r.devices))
+	for id := range r.devices {
+		ids = append(ids, id)
+	}
+	r.mu.RUnlock()
+	slices.Sort(ids)
+	r.sorted, r.sortedGen = ids, g
+	return ids
+}
+
+// metaMatch reports whether every key of want (dotted for nested objects) has that value in
+// have, compared as text.
+func metaMatch(have map[string]any, want map[string]string) bool {
+	for k, v := range want {
+		var cur any = have
+		for part := range strings.SplitSeq(k, ".") {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return false
+			}
+			if cur, ok = m[part]; !ok {
+				return false
+			}
+		}
+		switch x := cur.(type) {
+		case string:
+			if x != v {
+				return false
+			}
+		default:
+			b, err := json.Marshal(x)
+			if err != nil || string(b) != v {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func tagsMatch(have, want map[string]string) bool {
@@ -376,4 +527,112 @@ func (r *Registry) Count() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.devices)
+}
+
+// MaxBatch is the most devices CreateMany takes at once.
+const MaxBatch = 10000
+
+// BatchItemError is what is wrong with one device of a batch.
+type BatchItemError struct {
+	Index int    `json:"index"`
+	ID    string `json:"id,omitempty"`
+	Err   error  `json:"-"`
+	Error string `json:"error"`
+}
+
+// BatchError lists every device of a batch that cannot be created; nothing was created. It
+// wraps ErrExists when all problems are IDs that exist (in the registry or twice in the batch),
+// else ErrInvalid.
+type BatchError struct {
+	Items []BatchItemError
+}
+
+func (e *BatchError) Error() string {
+	if len(e.Items) == 1 {
+		return fmt.Sprintf("device %d (%s): %s", e.Items[0].Index, e.Items[0].ID, e.Items[0].Error)
+	}
+	return fmt.Sprintf("%d devices cannot be created, the first: device %d (%s): %s", len(e.Items), e.Items[0].Index, e.Items[0].ID, e.Items[0].Error)
+}
+
+func (e *BatchError) Unwrap() error {
+	kind := ErrExists
+	for _, it := range e.Items {
+		switch {
+		case errors.Is(it.Err, ErrExists):
+		case errors.Is(it.Err, ErrInvalid):
+			kind = ErrInvalid
+		default:
+			return it.Err // storage trouble: not the caller's fault
+		}
+	}
+	return kind
+}
+
+// Created is one device of a batch with its token.
+type Created struct {
+	Device
+	Token string `json:"token"`
+}
+
+// CreateMany creates every device of ds or none: all are checked first (a *BatchError names
+// each bad one by index), then created in parallel; should one fail then (a concurrent create
+// of the same ID, storage trouble), those already created are deleted again.
+func (r *Registry) CreateMany(ctx context.Context, ds []Device) ([]Created, error) {
+	if len(ds) > MaxBatch {
+		return nil, fmt.Errorf("%w: %d devices in one batch, the limit is %d", ErrInvalid, len(ds), MaxBatch)
+	}
+	var bad []BatchItemError
+	seen := make(map[string]int, len(ds))
+	for i := range ds {
+		d := ds[i]
+		err := d.validate()
+		if err == nil {
+			if first, dup := seen[d.ID]; dup {
+				err = fmt.Errorf("%w: %s is also device %d of this batch", ErrExists, d.ID, first)
+			} else if r.Exists(d.ID) {
+				err = fmt.Errorf("%w: %s", ErrExists, d.ID)
+			}
+		}
+		seen[d.ID] = i
+		if err != nil {
+			bad = append(bad, BatchItemError{Index: i, ID: d.ID, Err: err, Error: err.Error()})
+		}
+	}
+	if len(bad) > 0 {
+		return nil, &BatchError{Items: bad}
+	}
+	out := make([]Created, len(ds))
+	errs := make([]error, len(ds))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(16, len(ds)) {
+		wg.Go(func() {
+			for i := range work {
+				d, token, err := r.Create(ctx, ds[i])
+				out[i], errs[i] = Created{Device: d, Token: token}, err
+			}
+		})
+	}
+	for i := range ds {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	var failed []BatchItemError
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, BatchItemError{Index: i, ID: ds[i].ID, Err: err, Error: err.Error()})
+		}
+	}
+	if len(failed) == 0 {
+		return out, nil
+	}
+	for i, err := range errs {
+		if err == nil {
+			if derr := r.Delete(context.WithoutCancel(ctx), ds[i].ID); derr != nil {
+				r.log.Error("batch rollback: device not deleted", "device", ds[i].ID, "err", derr)
+			}
+		}
+	}
+	return nil, &BatchError{Items: failed}
 }

@@ -53,6 +53,9 @@ type Hub struct {
 	http   *http.Server
 
 	ready chan struct{}
+
+	// devmgr is device management: liveness, shadows, commands, provisioning, discovery.
+	devmgr *devices.Manager
 }
 
 // New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
@@ -87,12 +90,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.registry, err = devices.New(ctx, h.bus.JetStream(), devices.Config{Replicas: replicas}, log); err != nil {
 		return nil, err
 	}
-	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
-	creds := credentials{devices: h.registry, apiKey: h.apiKey}
-	if h.mqtt, err = mqtt.New(mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}, h.ingest, creds, h.bus, nil, log); err != nil {
+	if h.devmgr, err = devices.NewManager(ctx, h.bus.JetStream(), h.registry, h.bus, devices.ManagerConfig{Replicas: replicas}, log); err != nil {
 		return nil, err
 	}
-	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, nil, log); err != nil {
+	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
+	creds := credentials{devices: h.registry, apiKey: h.apiKey}
+	if h.mqtt, err = mqtt.New(mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
+		return nil, err
+	}
+	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
 		return nil, err
 	}
 	// Replays, scenarios and virtual fleets (simulator/*).
@@ -130,12 +136,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, err
 	}
 	apiServer := api.New(api.Deps{
-		Devices:  h.registry,
+		Devices:  h.devmgr,
+		Status:   h.devmgr.StatusSet,
 		Messages: h.bus,
 		APIKey:   h.apiKey,
 		Ready:    h.readiness,
 		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
-			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log)},
+			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log),
+			deviceRoutes(h.devmgr, h.mqtt, h.coap, log)},
 		ReadyDetail: h.readyDetail,
 	}, log)
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
@@ -151,6 +159,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	defer h.close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.registry.Run(gctx) })
+	g.Go(func() error { return h.devmgr.Run(gctx) })
 	g.Go(func() error { return h.mqtt.Run(gctx) })
 	g.Go(func() error { return h.coap.Run(gctx) })
 	g.Go(func() error { return h.replays.Run(gctx) })

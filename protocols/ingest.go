@@ -140,6 +140,8 @@ func (in *Ingest) check(m Message, env *streams.Envelope) *Rejection {
 		return reject(ErrUnknownTopic, "topic %q is not one of devices/{id}/telemetry, events/{name}, state/reported, commands/{name}/result", m.Topic)
 	case !m.From.App && !dt.Kind.FromDevice():
 		return reject(ErrForbidden, "devices may not publish to %s topics (%s)", dt.Kind, m.Topic)
+	case dt.Kind == KindStatus:
+		return reject(ErrForbidden, "%s: status events are published by the hub only", m.Topic)
 	}
 	switch dt.Kind {
 	case KindTelemetry:
@@ -154,6 +156,9 @@ func (in *Ingest) check(m Message, env *streams.Envelope) *Rejection {
 			env.EventTime = t
 		}
 	case KindStateReported, KindStateDesired:
+		if len(m.Payload) > devices.MaxStateSize {
+			return reject(ErrTooLarge, "%s: state documents are limited to %d bytes, this one is %d", dt.Kind, devices.MaxStateSize, len(m.Payload))
+		}
 		if _, err := payload.DecodeObject(m.ContentType, m.Payload); err != nil {
 			return reject(ErrInvalidPayload, "%s: %s", dt.Kind, payloadReason(err))
 		}

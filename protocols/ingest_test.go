@@ -45,6 +45,8 @@ func TestIngestAcceptsAndRejects(t *testing.T) {
 		{"unknown kind", protocols.Message{From: dev, Topic: "devices/d1/nonsense", Payload: []byte(`{}`)}, protocols.ErrUnknownTopic, "devices/d1/nonsense"},
 		{"bad json", protocols.Message{From: dev, Topic: "devices/d1/telemetry", Payload: []byte(`{"t":`)}, protocols.ErrInvalidPayload, "telemetry"},
 		{"state not an object", protocols.Message{From: dev, Topic: "devices/d1/state/reported", Payload: []byte(`[1]`)}, protocols.ErrInvalidPayload, "state/reported"},
+		{"status from a device", protocols.Message{From: dev, Topic: "devices/d1/status", Payload: []byte(`{}`)}, protocols.ErrForbidden, "status"},
+		{"status from an app", protocols.Message{From: protocols.Identity{App: true}, Topic: "devices/d1/status", Payload: []byte(`{}`)}, protocols.ErrForbidden, "hub only"},
 		{"too large", protocols.Message{From: dev, Topic: "devices/d1/events/x", Payload: []byte(strings.Repeat("x", 65))}, protocols.ErrTooLarge, "65 bytes"},
 	}
 	for _, tt := range tests {

@@ -15,10 +15,11 @@ const (
 	KindStateDesired       // devices/{id}/state/desired        hub → device
 	KindCommand            // devices/{id}/commands/{name}      hub → device
 	KindCommandResult      // devices/{id}/commands/{name}/result device → hub
+	KindStatus             // devices/{id}/status               hub only (liveness events)
 )
 
 func (k Kind) String() string {
-	return [...]string{"invalid", "telemetry", "event", "state/reported", "state/desired", "command", "command result"}[k]
+	return [...]string{"invalid", "telemetry", "event", "state/reported", "state/desired", "command", "command result", "status"}[k]
 }
 
 // FromDevice reports whether devices may publish this kind.
@@ -54,6 +55,8 @@ func ParseDeviceTopic(topic string) (dt DeviceTopic, ok bool) {
 	switch {
 	case len(parts) == 2 && parts[1] == "telemetry":
 		dt.Kind = KindTelemetry
+	case len(parts) == 2 && parts[1] == "status":
+		dt.Kind = KindStatus
 	case len(parts) == 3 && parts[1] == "events" && validName(parts[2]):
 		dt.Kind, dt.Name = KindEvent, parts[2]
 	case len(parts) == 3 && parts[1] == "state" && parts[2] == "reported":

@@ -16,6 +16,7 @@ func TestParseDeviceTopic(t *testing.T) {
 		{"devices/d1/state/desired", true, "d1", KindStateDesired, ""},
 		{"devices/d1/commands/reboot", true, "d1", KindCommand, "reboot"},
 		{"devices/d1/commands/reboot/result", true, "d1", KindCommandResult, "reboot"},
+		{"devices/d1/status", true, "d1", KindStatus, ""},
 		{"devices/d1/telemetry/x", true, "d1", KindInvalid, ""},
 		{"devices/d1/events", true, "d1", KindInvalid, ""},
 		{"devices/d1/events/", true, "d1", KindInvalid, ""},

@@ -65,9 +65,9 @@ var braces = strings.NewReplacer("{", "%7B", "}", "%7D")
 // linkFormat renders the links for device (or the "{id}" placeholder when device is "") that
 // match every filter, in application/link-format. Braces in hrefs are percent-encoded, as a
 // URI requires.
-func linkFormat(device string, filters []linkFilter) string {
+func linkFormat(device string, filters []linkFilter, extra ...link) string {
 	var b strings.Builder
-	for _, l := range links {
+	for _, l := range append(links[:len(links):len(links)], extra...) {
 		href := l.href
 		if device != "" {
 			href = strings.Replace(href, "{id}", device, 1)
@@ -86,7 +86,11 @@ func linkFormat(device string, filters []linkFilter) string {
 		if b.Len() > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("<" + href + `>;rt="` + l.rt + `";if="` + l.ifd + `";ct="` + l.ct + `"`)
+		b.WriteString("<" + href + `>;rt="` + l.rt + `"`)
+		if l.ifd != "" {
+			b.WriteString(`;if="` + l.ifd + `"`)
+		}
+		b.WriteString(`;ct="` + l.ct + `"`)
 		if l.obs {
 			b.WriteString(";obs")
 		}

@@ -40,6 +40,9 @@ func (s *Server) serve(w writer, r *pool.Message) codes.Code {
 	if cs == nil {
 		return replyText(w, codes.InternalServerError, "no connection state")
 	}
+	if code, ok := s.serveExtra(w, r, cs); ok {
+		return code
+	}
 	req, f := parseRequest(r.Options())
 	if f != nil {
 		return replyFailure(w, f)
@@ -180,7 +183,9 @@ func (s *Server) get(ctx context.Context, w writer, r *pool.Message, cs *connSta
 		return replyFailure(w, f)
 	}
 	if err == nil && obs == 0 {
-		return s.register(ctx, w, r, cs, req)
+		code := s.register(ctx, w, r, cs, req, from)
+		s.observed(from, req)
+		return code
 	}
 	env, err := s.sub.Last(ctx, req.Topic)
 	switch {
@@ -218,13 +223,14 @@ func mayRead(from protocols.Identity, req request) *failure {
 // register starts an observation. The response carries the topic's newest stored message
 // (for commands nothing: a device re-registering must not run an old command again) with the
 // first Observe number; messages stored later follow as notifications.
-func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *connState, req request) codes.Code {
+func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *connState, req request, from protocols.Identity) codes.Code {
 	o := &observer{
-		cs:    cs,
-		token: string(r.Token()),
-		topic: req.Topic,
-		queue: make(chan *streams.Envelope, s.cfg.NotifyQueue),
-		done:  make(chan struct{}),
+		cs:     cs,
+		device: from.DeviceID,
+		token:  string(r.Token()),
+		topic:  req.Topic,
+		queue:  make(chan *streams.Envelope, s.cfg.NotifyQueue),
+		done:   make(chan struct{}),
 	}
 	// Register first, then read the newest message: whatever is stored after that read is
 	// queued, and what the read returned is skipped by sequence.
@@ -273,7 +279,11 @@ func (s *Server) discover(w writer, r *pool.Message, cs *connState, req request)
 	if dev != "" && !devices.ValidID(dev) {
 		return replyText(w, codes.BadRequest, fmt.Sprintf("id=%q is not a valid device ID", dev))
 	}
-	body := []byte(linkFormat(dev, req.Filters))
+	var extra []link
+	if s.rd != nil {
+		extra = rdLinks
+	}
+	body := []byte(linkFormat(dev, req.Filters, extra...))
 	if len(body) == 0 {
 		return replyText(w, codes.NotFound, "no resource matches the query")
 	}

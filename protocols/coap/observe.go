@@ -23,11 +23,12 @@ import (
 // goroutine sends the notifications from a bounded queue, so a slow or vanished peer never
 // holds up the fan-out or other observers.
 type observer struct {
-	cs    *connState
-	token string // the request token's bytes
-	topic string
-	queue chan *streams.Envelope
-	done  chan struct{} // closed when the observation ends
+	cs     *connState
+	device string // the device observing ("" for an application)
+	token  string // the request token's bytes
+	topic  string
+	queue  chan *streams.Envelope
+	done   chan struct{} // closed when the observation ends
 
 	// after skips envelopes already represented in the registration response (stream
 	// sequence ≤ after), set by the handler before the goroutine starts. seq is the last
@@ -197,6 +198,7 @@ func (s *Server) runObserver(ctx context.Context, o *observer) {
 				return
 			}
 			protocols.Deliveries.WithLabelValues(protocolName).Inc()
+			s.notified(o, env.Payload)
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/client"
 	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
 
+	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/streams"
 )
@@ -90,6 +91,12 @@ type Server struct {
 	ready   chan struct{}
 	running atomic.Bool
 
+	// Optional capabilities of presence (rd.go), and the UDP server for pings (ping.go).
+	tracker CommandTracker
+	prov    Provisioner
+	rd      *devices.Directory
+	udp     atomic.Pointer[udpServer.Server]
+
 	mu             sync.Mutex
 	addr, dtlsAddr string
 
@@ -128,6 +135,11 @@ func New(cfg Config, in Ingester, auth protocols.Authenticator, sub Subscriber, 
 	}
 	if pl, ok := in.(payloadLimiter); ok {
 		s.maxPayload = pl.MaxPayload()
+	}
+	s.tracker, _ = presence.(CommandTracker)
+	s.prov, _ = presence.(Provisioner)
+	if dp, ok := presence.(directoryProvider); ok {
+		s.rd = dp.RD()
 	}
 	if cfg.DTLSAddr != "" {
 		psk, ok := auth.(PSKStore)
@@ -202,6 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	udpSrv := udp.NewServer(toOptions[udpServer.Option](s.options(ctx, false))...)
+	s.udp.Store(udpSrv)
 	wg.Go(func() {
 		if err := udpSrv.Serve(l); err != nil {
 			failed(fmt.Errorf("coap: serve udp: %w", err))

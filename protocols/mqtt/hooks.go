@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -52,6 +54,10 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		if err = s.auth.AuthenticateApp(ctx, string(pk.Connect.Password)); err != nil {
 			err = errors.New("wrong API key")
 		}
+	case devices.ProvisionID:
+		if err := h.connectProvisioning(ctx, cl, pk); err != nil {
+			return err
+		}
 	default:
 		if err = s.auth.AuthenticateDevice(ctx, user, string(pk.Connect.Password)); err != nil {
 			err = errors.New("unknown device or wrong token") // never which
@@ -64,6 +70,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	// persistent session, subscriptions included, by connecting with its client ID.
 	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
 		return h.refuse(ctx, cl, user, packets.ErrClientIdentifierNotValid, "client ID in use by another identity")
+	}
+	if user == devices.ProvisionID {
+		s.provKeys.Store(cl, string(pk.Connect.Password))
 	}
 	h.s.authed.Store(cl, struct{}{})
 	return nil
@@ -107,6 +116,9 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	if write || cl.Net.Inline {
 		return true
 	}
+	if isProvisioning(cl) {
+		return topic == ProvisionTopic(cl.ID)
+	}
 	id := identify(cl.Properties.Username)
 	if id.App {
 		return true
@@ -116,14 +128,18 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 
 func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	h.s.connected.Inc()
-	if id := identify(cl.Properties.Username); !id.App {
+	if id := identify(cl.Properties.Username); !id.App && !isProvisioning(cl) {
 		h.s.deviceUp(id.DeviceID, cl.Net.Remote)
+		h.s.subscribedCommands(cl, slices.Collect(maps.Keys(cl.State.Subscriptions.GetAll()))) // a session taken over
 	}
 }
 
 func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.s.connected.Dec()
-	if id := identify(cl.Properties.Username); !id.App {
+	h.s.forgetAcks(cl)
+	if isProvisioning(cl) {
+		h.s.provKeys.Delete(cl)
+	} else if id := identify(cl.Properties.Username); !id.App {
 		h.s.deviceDown(id.DeviceID)
 	}
 	h.s.log.Debug("mqtt client disconnected", "client", cl.ID, "remote", cl.Net.Remote, "err", err)
@@ -137,6 +153,9 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil // the fan-out's own publishes
+	}
+	if isProvisioning(cl) {
+		return h.refuseProvisioningPublish(cl, pk)
 	}
 	s := h.s
 	if !s.beginStore(cl) {
@@ -219,9 +238,17 @@ func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packe
 
 // OnPacketSent counts deliveries: every PUBLISH written to a subscriber, retained messages and
 // redeliveries included, $SYS topics excluded.
-func (h *hook) OnPacketSent(_ *mochi.Client, pk packets.Packet, _ []byte) {
-	if pk.FixedHeader.Type == packets.Publish && (len(pk.TopicName) == 0 || pk.TopicName[0] != '$') {
-		h.s.deliveries.Inc()
+func (h *hook) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		if len(pk.TopicName) == 0 || pk.TopicName[0] != '$' {
+			h.s.deliveries.Inc()
+		}
+		h.s.commandSent(cl, pk)
+	case packets.Suback:
+		if isProvisioning(cl) {
+			h.provisionAfterSuback(cl)
+		}
 	}
 }
 

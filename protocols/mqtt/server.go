@@ -91,6 +91,12 @@ type Server struct {
 	presenceMu sync.Mutex
 	online     map[string]int // device ID → established connections
 
+	// Optional capabilities of presence (devices.go).
+	tracker  CommandTracker
+	prov     Provisioner
+	provKeys sync.Map // provisioning *mochi.Client → its key, until it claimed
+	acks     commandAcks
+
 	deliveries prometheus.Counter
 	connected  prometheus.Gauge
 }
@@ -135,6 +141,8 @@ func New(cfg Config, in Ingester, auth protocols.Authenticator, sub Subscriber, 
 		deliveries: protocols.Deliveries.WithLabelValues(protocolName),
 		connected:  protocols.Connected.WithLabelValues(protocolName),
 	}
+	s.tracker, _ = presence.(CommandTracker)
+	s.prov, _ = presence.(Provisioner)
 
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
