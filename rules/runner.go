@@ -55,6 +55,9 @@ type Stats struct {
 	Error string `json:"error,omitempty"`
 }
 
+// statsEvery is the most often a busy runner refreshes its stats and metrics.
+const statsEvery = 50 * time.Millisecond
+
 // errRuleDeleted is the cancellation cause of a runner whose rule was deleted: it stops
 // without a final checkpoint.
 var errRuleDeleted = errors.New("rule deleted")
@@ -71,6 +74,8 @@ type runner struct {
 	pub  *publisher
 	met  *ruleMetrics
 	own  string // "rules/<name>/": a rule never reads its own outputs
+	// readsRules is set for sources under rules/, where the rule's own outputs could match.
+	readsRules bool
 
 	next                      uint64 // first input sequence not yet processed
 	fired                     map[string]bool
@@ -85,6 +90,7 @@ type runner struct {
 	sinceCkpt int
 	dirty     bool
 	prevEng   window.Stats // for metric increments
+	statsAt   time.Time
 
 	hooks *dispatcher
 	feed  *feed
@@ -109,6 +115,7 @@ func newRunner(m *Manager, rule Rule, c *compiled) (*runner, error) {
 		own:   "rules/" + rule.Name + "/",
 		fired: map[string]bool{},
 	}
+	r.readsRules = strings.HasPrefix(c.filter, "rules/") || strings.HasPrefix(c.filter, "+") || strings.HasPrefix(c.filter, "#")
 	r.pub = &publisher{js: m.js, onSkip: r.met.skipped.Inc}
 	r.notifies = c.alert || len(rule.Outputs) > 0
 	r.outSubjects = r.outputSubjects()
@@ -199,7 +206,12 @@ func (r *runner) run(ctx context.Context) (err error) {
 				}
 			}
 			mb.queued.Add(-int64(len(batch)))
-			r.publishStats()
+			// Stats are refreshed when the rule has caught up, and at most every statsEvery
+			// while it is busy.
+			if now := time.Now(); len(mb.ch) == 0 || now.Sub(r.statsAt) >= statsEvery {
+				r.statsAt = now
+				r.publishStats()
+			}
 			if r.sinceCkpt >= r.m.cfg.CheckpointEvents || r.dirty && time.Since(r.ckptAt) >= r.m.cfg.CheckpointInterval {
 				if err := r.checkpoint(ctx); err != nil {
 					return r.stop(ctx, err)
@@ -381,7 +393,7 @@ func (r *runner) process(ctx context.Context, it *item) error {
 	}
 	r.next = it.seq + 1
 	r.sinceCkpt++
-	if it.env == nil || strings.HasPrefix(it.env.Topic, r.own) {
+	if it.env == nil || r.readsRules && strings.HasPrefix(it.env.Topic, r.own) {
 		return nil
 	}
 	r.dirty = true
@@ -556,6 +568,11 @@ func (r *runner) publishStats() {
 	r.met.late.Add(float64(es.Late - p.Late))
 	r.met.rejected.Add(float64(es.Rejected - p.Rejected))
 	r.met.open.Set(float64(es.OpenWindows))
+	if r.mb != nil && !r.catchingUp.Load() {
+		r.met.lag.Set(float64(r.feed.pending.Load() + uint64(len(r.feed.in)) + uint64(max(0, r.mb.queued.Load()))))
+	} else {
+		r.met.lag.Set(float64(r.privatePending.Load()))
+	}
 	r.prevEng = es
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -155,6 +155,7 @@ type member struct {
 }
 
 const (
+	batchWait  = 2 * time.Millisecond
 	feedBatch  = 256
 	memberCap  = 16
 	feedBuffer = 1024
@@ -271,6 +272,8 @@ func (f *feed) startConsumer(ctx context.Context) error {
 func (f *feed) dispatch(ctx context.Context) {
 	defer close(f.done)
 	var members []*member
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	pos := f.start - 1
 	if f.start == 0 {
 		pos = 0
@@ -290,17 +293,22 @@ func (f *feed) dispatch(ctx context.Context) {
 				}
 			}
 		case it := <-f.in:
+			// Collect for up to batchWait: fewer, larger batches cost the members less.
 			batch := make([]*item, 1, feedBatch)
 			batch[0] = it
-		drain:
+			timer.Reset(batchWait)
+		collect:
 			for len(batch) < feedBatch {
 				select {
 				case it := <-f.in:
 					batch = append(batch, it)
-				default:
-					break drain
+				case <-timer.C:
+					break collect
+				case <-ctx.Done():
+					return
 				}
 			}
+			timer.Stop()
 			pos = batch[len(batch)-1].seq
 			for _, mb := range members {
 				mb.queued.Add(int64(len(batch)))
