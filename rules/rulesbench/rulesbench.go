@@ -40,8 +40,8 @@ type Params struct {
 	Publish time.Duration // how long the devices publish (default 10s)
 	// Rate is the messages per second offered by all devices together; 0 publishes as fast
 	// as the hub takes QoS 0 messages.
-	Rate int
-	Window  time.Duration // every rule's TUMBLING window (default 1s)
+	Rate   int
+	Window time.Duration // every rule's TUMBLING window (default 1s)
 	// Lateness of every rule (default 200ms).
 	Lateness time.Duration
 	// Prefix names the devices and rules, so runs on one hub do not collide (default "rb").
