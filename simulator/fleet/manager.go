@@ -298,23 +298,20 @@ var errSkip = errors.New("skip")
 func (m *Manager) execute(ctx context.Context, run *simRun) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() {
-		select {
-		case <-run.stop:
-			cancel()
-		case <-rctx.Done():
-		}
-	}()
 	done := make(chan error, 1)
 	go func() { done <- run.runner.Run(rctx) }()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	stop := run.stop
 	var runErr error
 loop:
 	for {
 		select {
 		case runErr = <-done:
 			break loop
+		case <-stop:
+			cancel()
+			stop = nil
 		case <-t.C:
 			m.record(run, func(s *Simulation) {
 				if s.Status == Starting && run.runner.Stats().Phase == PhaseRunning {

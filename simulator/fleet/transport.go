@@ -58,9 +58,14 @@ type mqttTransport struct {
 
 func (t *mqttTransport) connect(ctx context.Context) error {
 	t.c = paho.NewClient(t.opts)
-	if err := wait(ctx, t.c.Connect()); err != nil {
+	tok := t.c.Connect()
+	if err := wait(ctx, tok); err != nil {
+		// Given up on: once the attempt ends (within the connect timeout), drop the connection.
 		c := t.c
-		go c.Disconnect(0) // may wait for the connect attempt to end
+		go func() {
+			tok.WaitTimeout(requestTimeout)
+			c.Disconnect(0)
+		}()
 		return fmt.Errorf("mqtt connect: %w", err)
 	}
 	return nil
