@@ -338,6 +338,11 @@ func (r *runner) catchUp(ctx context.Context) error {
 		if r.next > tail {
 			return nil
 		}
+		if first := info.State.FirstSeq; r.next < first {
+			r.log.Warn("messages expired from the stream before the rule read them; continuing with the oldest kept",
+				"next_seq", r.next, "first_seq", first, "lost_up_to", first-1)
+			r.next = first
+		}
 		before := r.eng.Stats().EventsIn
 		if err := r.readRange(ctx, r.next, tail); err != nil {
 			return err

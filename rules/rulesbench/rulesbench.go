@@ -269,7 +269,7 @@ func Run(ctx context.Context, t Target, p Params, log io.Writer) (*Report, error
 			}
 			select {
 			case <-sctx.Done():
-			case <-time.After(250 * time.Millisecond):
+			case <-time.After(time.Second):
 			}
 		}
 	}()
@@ -390,7 +390,7 @@ func waitFor(ctx context.Context, d time.Duration, cond func() (bool, error)) er
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
