@@ -87,11 +87,11 @@ func ValidCommandName(name string) bool {
 	return name != "" && len(name) <= 128 && !strings.ContainsAny(name, "/+#\x00")
 }
 
-// Commands sends commands to devices and tracks them. A command is stored first, then
-// published on devices/{id}/commands/{name} if the device is online; a device that is offline
+// Commands sends commands to devices and tracks them. A command is stored first (KV, so it
+// survives restarts), then published on devices/{id}/commands/{name}; a device that is offline
 // (or not subscribed) gets every pending command again each time it subscribes to or observes
-// its commands, until it acknowledges one (MQTT PUBACK, CoAP ACK of the notification) or the
-// TTL ends. Delivery is therefore at least once: devices tell repeats apart by ID.
+// its commands, until it acknowledges it (MQTT PUBACK, CoAP ACK of the notification) or the TTL
+// ends. Delivery is therefore at least once: devices tell repeats apart by ID.
 type Commands struct {
 	kv       jetstream.KeyValue
 	js       jetstream.JetStream
@@ -209,12 +209,13 @@ func (c *Commands) Send(ctx context.Context, device, name string, payload json.R
 	cp := cmd
 	m[cmd.ID] = &cp
 	c.mu.Unlock()
-	if c.liveness == nil || c.liveness.StatusOf(device) == StatusOnline {
-		if sent, err := c.publish(ctx, cmd); err == nil {
-			cmd = sent
-		} else {
-			c.log.Warn("command stored but not yet published", "device", device, "command", cmd.ID, "err", err)
-		}
+	// Published at once whatever the device's status: a device that is connected and
+	// subscribed gets it now (the status may lag a connection by a moment), one that is not
+	// gets it again when it subscribes.
+	if sent, err := c.publish(ctx, cmd); err == nil {
+		cmd = sent
+	} else {
+		c.log.Warn("command stored but not yet published", "device", device, "command", cmd.ID, "err", err)
 	}
 	return cmd, nil
 }

@@ -36,6 +36,9 @@ func consume(ctx context.Context, js jetstream.JetStream, durable string, subjec
 		PriorityGroups: []string{pinnedGroup},
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopping before it started
+		}
 		return fmt.Errorf("consumer %s: %w", durable, err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -69,6 +72,9 @@ func consume(ctx context.Context, js jetstream.JetStream, durable string, subjec
 		}
 	}))
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("consume %s: %w", durable, err)
 	}
 	<-ctx.Done()

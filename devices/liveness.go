@@ -401,6 +401,10 @@ func (l *Liveness) OnChange(fn func(id string, p Presence)) {
 func (l *Liveness) Run(ctx context.Context) error {
 	w, err := l.kv.WatchAll(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			l.stop()
+			return nil
+		}
 		return fmt.Errorf("watch device status: %w", err)
 	}
 	defer w.Stop()

@@ -156,6 +156,9 @@ func (t *Types) Delete(ctx context.Context, name string) error {
 func watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
 	}
 	defer w.Stop()

@@ -174,7 +174,7 @@ func (s *Server) commandSent(cl *mochi.Client, pk packets.Packet) {
 	m[pk.PacketID] = sentCommand{device: dt.DeviceID, topic: pk.TopicName, payload: pk.Payload}
 }
 
-// commandAcked is called when a client completes a QoS flow of a message sent to it.
+// commandAcked is called when a client acknowledges a message sent to it.
 func (s *Server) commandAcked(cl *mochi.Client, pk packets.Packet) {
 	if s.tracker == nil {
 		return
@@ -225,9 +225,14 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCodes []b
 	h.s.subscribedCommands(cl, granted)
 }
 
-// OnQosComplete marks acknowledged commands delivered.
-func (h *hook) OnQosComplete(cl *mochi.Client, pk packets.Packet) {
-	h.s.commandAcked(cl, pk)
+// OnPacketRead marks commands delivered when the client acknowledges them (PUBACK for QoS 1,
+// PUBREC for QoS 2). mochi's OnQosComplete would not do: it also fires for the client's own
+// QoS 1 publishes, whose packet IDs are another numbering.
+func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if t := pk.FixedHeader.Type; t == packets.Puback || t == packets.Pubrec {
+		h.s.commandAcked(cl, pk)
+	}
+	return pk, nil
 }
 
 // refuseProvisioningPublish: a provisioning client may only subscribe to its token topic.

@@ -27,7 +27,7 @@ func (h *hook) ID() string { return "tributary" }
 func (h *hook) Provides(b byte) bool {
 	switch b {
 	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
-		mochi.OnSessionEstablished, mochi.OnDisconnect,
+		mochi.OnSessionEstablished, mochi.OnDisconnect, mochi.OnSubscribed, mochi.OnPacketRead,
 		mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWill,
 		mochi.OnPacketEncode, mochi.OnPacketSent, mochi.OnPublishDropped:
 		return true
