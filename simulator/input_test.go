@@ -61,13 +61,14 @@ func TestInputOrders(t *testing.T) {
 	if got, st = read(t, bus, sel, simulator.InputOptions{Order: simulator.OrderEventTime}); !slices.Equal(got, sorted) || st.Late != 0 {
 		t.Fatalf("event-time order: got %v (late %d), want %v", got, st.Late, sorted)
 	}
-	// With 20ms of reordering allowed, 15 (stored after 30) is still put in place, but 100 is
-	// released before 50, which arrives more than 20ms of event time later.
+	// 15 is stored after 30 and 50 after 100: with 20ms of reordering allowed both are put in
+	// place (nothing comes more than 20ms of event time after a later one was read) ...
 	got, st = read(t, bus, sel, simulator.InputOptions{Order: simulator.OrderEventTime, MaxDisorder: 20 * time.Millisecond})
 	want := []int{0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 120}
 	if !slices.Equal(got, want) {
 		t.Fatalf("bounded reordering: got %v, want %v", got, want)
 	}
+	// ... with 5ms they cannot be: they are yielded late, out of order.
 	got, st = read(t, bus, sel, simulator.InputOptions{Order: simulator.OrderEventTime, MaxDisorder: 5 * time.Millisecond})
 	if st.Late == 0 || len(got) != len(offsets) {
 		t.Fatalf("tight reordering: got %v with %d late, want some late", got, st.Late)
