@@ -106,6 +106,7 @@ profiles:
       - {kind: spike, field: t, at: 1s, duration: 500ms, magnitude: 100}
       - {kind: stuck, field: t, at: 2s, duration: 500ms}
       - {kind: dropout, at: 3s, duration: 500ms}
+      - {kind: drift, field: t, at: 3500ms, duration: 400ms, magnitude: 8}
 `
 	plain, anom := mustPlan(t, base, 1), mustPlan(t, with, 1)
 	pp, pa := payloads(t, plain, 0, 40), payloads(t, anom, 0, 40)
@@ -130,6 +131,11 @@ profiles:
 			}
 		case off >= 2*time.Second && off < 2500*time.Millisecond:
 			stuck = append(stuck, value(pa[j]))
+		case off >= 3500*time.Millisecond && off < 3900*time.Millisecond:
+			want := 8 * float64(off-3500*time.Millisecond) / float64(400*time.Millisecond)
+			if d := value(pa[j]) - value(pp[k]); d < want-0.01 || d > want+0.01 {
+				t.Fatalf("tick %d in the drift: %g vs %g, want a difference of %g", k, value(pa[j]), value(pp[k]), want)
+			}
 		default:
 			if !bytes.Equal(pa[j], pp[k]) {
 				t.Fatalf("tick %d outside the windows: %s vs %s", k, pa[j], pp[k])
