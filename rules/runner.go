@@ -246,13 +246,16 @@ func (r *runner) run(ctx context.Context) (err error) {
 // checkpoint, unless the rule was deleted; after an error it stores none, since outputs of
 // the message being processed may be missing.
 func (r *runner) stop(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() == nil {
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopping in the middle of a message: the last checkpoint stands
+		}
 		r.mu.Lock()
 		r.stats.Error = err.Error()
 		r.mu.Unlock()
 		return err
 	}
-	if errors.Is(context.Cause(ctx), errRuleDeleted) || (err != nil && !errors.Is(err, context.Canceled)) {
+	if errors.Is(context.Cause(ctx), errRuleDeleted) {
 		return nil
 	}
 	if r.dirty || r.next != r.ckptNext {
