@@ -86,11 +86,11 @@ func (h *hook) refuseWithReason(ctx context.Context, cl *mochi.Client, user stri
 	if cl.Properties.ProtocolVersion < 5 && code == packets.ErrNotAuthorized {
 		code = packets.Err3NotAuthorized
 	}
-	var props *packets.Properties
 	if cl.Properties.ProtocolVersion == 5 {
-		props = &packets.Properties{ReasonString: reasonString(errors.New(reason))}
+		// mochi sends the code's Reason as the CONNACK's Reason String.
+		code = packets.Code{Code: code.Code, Reason: reasonString(errors.New(reason))}
 	}
-	_ = s.broker.SendConnack(cl, code, false, props)
+	_ = s.broker.SendConnack(cl, code, false, nil)
 	s.log.Info("mqtt connection refused", "client", clip(cl.ID), "username", clip(user), "remote", cl.Net.Remote, "reason", reason)
 	dev := ""
 	if devices.ValidID(cl.ID) {
