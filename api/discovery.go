@@ -7,7 +7,7 @@ import (
 	"github.com/tributary-iot/tributary/devices"
 )
 
-// POST /api/v1/discovery/scan {"groups":[...],"port":5683,"interface":"eth0","timeout":"2s",
+// POST /api/v1/discovery/scan {"groups":[...],"port":5683,"interfaces":["eth0"],"timeout":"2s",
 // "query":"rt=sensor*"} → the endpoints that answered, kept as discovered devices.
 func (m *management) scan(w http.ResponseWriter, r *http.Request) {
 	var req ScanRequest

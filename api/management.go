@@ -58,11 +58,11 @@ type Scanner interface {
 
 // ScanRequest is the body of POST /api/v1/discovery/scan.
 type ScanRequest struct {
-	Groups    []string         `json:"groups,omitempty"`
-	Port      int              `json:"port,omitempty"`
-	Interface string           `json:"interface,omitempty"`
-	Timeout   devices.Duration `json:"timeout,omitempty"`
-	Query     string           `json:"query,omitempty"`
+	Groups     []string         `json:"groups,omitempty"`
+	Port       int              `json:"port,omitempty"`
+	Interfaces []string         `json:"interfaces,omitempty"`
+	Timeout    devices.Duration `json:"timeout,omitempty"`
+	Query      string           `json:"query,omitempty"`
 }
 
 // Directory lists resource directory registrations; *devices.Directory satisfies it.

@@ -107,7 +107,7 @@ func TestShadowReachesMQTTAndCoAPDevices(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(coapGot) == 1 && coapGot[0] == `{"led":"on"}`
-	}, "CoAP observer got %v, want the desired state", coapGot)
+	}, "CoAP observer did not get the desired state")
 	if s := getShadow(t, h, "sc"); asJSON(s.Delta) != `{"led":"on"}` {
 		t.Errorf("CoAP device delta %s", asJSON(s.Delta))
 	}

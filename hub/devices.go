@@ -36,7 +36,7 @@ func deviceRoutes(m *devices.Manager, mq *mqtt.Server, cs *coap.Server, log *slo
 type scanner struct{ s *coap.Scanner }
 
 func (s scanner) Scan(ctx context.Context, r api.ScanRequest) ([]devices.ScanResult, error) {
-	return s.s.Scan(ctx, coap.ScanRequest{Groups: r.Groups, Port: r.Port, Interface: r.Interface, Timeout: time.Duration(r.Timeout), Query: r.Query})
+	return s.s.Scan(ctx, coap.ScanRequest{Groups: r.Groups, Port: r.Port, Interfaces: r.Interfaces, Timeout: time.Duration(r.Timeout), Query: r.Query})
 }
 
 // mqttConnections adapts the MQTT server to the API.

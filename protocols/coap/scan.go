@@ -33,9 +33,10 @@ type ScanRequest struct {
 	Groups []string `json:"groups,omitempty"`
 	// Port is the port asked (default 5683).
 	Port int `json:"port,omitempty"`
-	// Interface names the network interface to send on ("" = every up, multicast-capable
-	// interface).
-	Interface string `json:"interface,omitempty"`
+	// Interfaces names the network interfaces to send on (none: every up, multicast-capable
+	// interface). A group is asked on each; interfaces without an address of its family are
+	// passed over.
+	Interfaces []string `json:"interfaces,omitempty"`
 	// Timeout is how long answers are collected (default 2s, at most 60s).
 	Timeout time.Duration `json:"-"`
 	// Query is an optional RFC 6690 filter sent with the request, e.g. "rt=temperature*".
@@ -75,17 +76,21 @@ func (sc *Scanner) Scan(ctx context.Context, req ScanRequest) ([]devices.ScanRes
 	if req.Timeout < 0 || req.Timeout > time.Minute {
 		return nil, fmt.Errorf("timeout %v: want up to 1m", req.Timeout)
 	}
-	var opts []coapnet.MulticastOption
-	if req.Interface != "" {
-		iface, err := net.InterfaceByName(req.Interface)
-		if err != nil {
-			return nil, fmt.Errorf("interface %q: %w", req.Interface, err)
-		}
-		opts = append(opts, coapnet.WithMulticastInterface(*iface))
-	}
-	opts = append(opts, coapnet.WithMulticastInterfaceError(func(iface *net.Interface, err error) {
+	ignore := coapnet.WithMulticastInterfaceError(func(iface *net.Interface, err error) {
 		sc.log.Debug("multicast not sent on an interface", "interface", iface.Name, "err", err)
-	}))
+	})
+	// One set of options per way of sending: every interface, or each one named.
+	sends := [][]coapnet.MulticastOption{{ignore}}
+	if len(req.Interfaces) > 0 {
+		sends = nil
+		for _, name := range req.Interfaces {
+			iface, err := net.InterfaceByName(name)
+			if err != nil {
+				return nil, fmt.Errorf("interface %q: %w", name, err)
+			}
+			sends = append(sends, []coapnet.MulticastOption{coapnet.WithMulticastInterface(*iface), ignore})
+		}
+	}
 	path := "/.well-known/core"
 	for _, g := range req.Groups {
 		ip := net.ParseIP(g)
@@ -98,10 +103,20 @@ func (sc *Scanner) Scan(ctx context.Context, req ScanRequest) ([]devices.ScanRes
 	found := map[string]*devices.ScanResult{}
 	more := map[string]bool{} // addresses whose answer has further blocks
 	var wg sync.WaitGroup
-	errs := make([]error, len(req.Groups))
-	for i, g := range req.Groups {
+	type try struct {
+		group string
+		opts  []coapnet.MulticastOption
+	}
+	var tries []try
+	for _, g := range req.Groups {
+		for _, o := range sends {
+			tries = append(tries, try{g, o})
+		}
+	}
+	errs := make([]error, len(tries))
+	for i, tr := range tries {
 		wg.Go(func() {
-			errs[i] = sc.ask(ctx, g, req.Port, path, req.Query, req.Timeout, opts, func(addr string, body []byte, hasMore bool) {
+			errs[i] = sc.ask(ctx, tr.group, req.Port, path, req.Query, req.Timeout, tr.opts, func(addr string, body []byte, hasMore bool) {
 				mu.Lock()
 				defer mu.Unlock()
 				if _, ok := found[addr]; !ok {
@@ -116,10 +131,10 @@ func (sc *Scanner) Scan(ctx context.Context, req ScanRequest) ([]devices.ScanRes
 	for i, err := range errs {
 		if err != nil {
 			failed++
-			sc.log.Info("multicast scan of a group failed", "group", req.Groups[i], "err", err)
+			sc.log.Debug("multicast scan of a group failed", "group", tries[i].group, "err", err)
 		}
 	}
-	if failed == len(req.Groups) {
+	if failed == len(tries) {
 		return nil, fmt.Errorf("scan: %w", errors.Join(errs...))
 	}
 	out := make([]devices.ScanResult, 0, len(found))
