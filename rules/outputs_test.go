@@ -73,10 +73,21 @@ func TestNotifyChange(t *testing.T) {
 		t.Errorf("got %d results, want 3 (windows 0, 10 and 30)", len(results))
 	}
 	for _, topic := range []string{"alerts/hot", "devices/d1/commands/cool"} {
+		var page streams.Page
 		eventually(t, 5*time.Second, func() bool {
-			page, err := bus.Latest(context.Background(), []string{topic}, 10, 0)
+			var err error
+			page, err = bus.Latest(context.Background(), []string{topic}, 10, 0)
 			return err == nil && len(page.Messages) == 3
 		}, "want 3 notifications on %s", topic)
+		if topic == "alerts/hot" {
+			continue
+		}
+		var cmd devices.CommandMessage
+		var note rules.Result
+		if err := json.Unmarshal(page.Messages[1].Payload, &cmd); err != nil || json.Unmarshal(cmd.Payload, &note) != nil ||
+			cmd.Name != "cool" || cmd.ID == "" || page.Messages[1].Meta[devices.MetaCommandID] != cmd.ID || note.State != "cleared" {
+			t.Errorf("command message %s (%+v): want the devices' command format with the notification as payload", page.Messages[1].Payload, cmd)
+		}
 	}
 	st, _ := m.Stats(context.Background(), "hot")
 	if st.Notifications != 3 || st.FiredGroups != 1 || st.HavingFailed != 1 || st.Results != 3 {

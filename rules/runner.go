@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/window"
 )
@@ -496,8 +497,7 @@ func (r *runner) emit(ctx context.Context, res window.Result, recv time.Time) er
 			if device == "" {
 				continue // the group has no device to command
 			}
-			topic := "devices/" + device + "/commands/" + o.Command
-			if err := r.send(ctx, topic, base+"|cmd:"+o.Command+r.c.idTail, device, res.Time, recv, &note); err != nil {
+			if err := r.sendCommand(ctx, o.Command, base+"|cmd:"+o.Command+r.c.idTail, device, res.Time, recv, &note); err != nil {
 				return err
 			}
 		}
@@ -528,6 +528,29 @@ func (r *runner) send(ctx context.Context, topic, id, device string, at, recv ti
 		env.ReceivedAt = at
 	}
 	return r.pub.publish(ctx, env)
+}
+
+// sendCommand sends a notification to a device as a command, in the devices' command format
+// ({"id", "name", "payload", "expires_at"}) with a deterministic ID, so a command re-emitted
+// after a restart is not sent twice. Such commands are not tracked by the device's command list
+// (GET /api/v1/devices/{id}/commands) and not sent again to a device that was offline.
+func (r *runner) sendCommand(ctx context.Context, name, id, device string, at, recv time.Time, note *Result) error {
+	payload, err := json.Marshal(note)
+	if err != nil {
+		return fmt.Errorf("encode result %s: %w", note.ID, err)
+	}
+	if recv.IsZero() {
+		recv = at
+	}
+	data, err := json.Marshal(devices.CommandMessage{ID: id, Name: name, Payload: payload, ExpiresAt: recv.Add(devices.DefaultCommandTTL).UTC()})
+	if err != nil {
+		return err
+	}
+	return r.pub.publish(ctx, &streams.Envelope{
+		ID: id, DeviceID: device, Topic: devices.CommandTopic(device, name), EventTime: at, ReceivedAt: recv,
+		ContentType: "application/json", Protocol: "rule", Payload: data,
+		Meta: map[string]string{"rule": r.rule.Name, devices.MetaCommandID: id},
+	})
 }
 
 // checkpoint stores the rule's state once every output so far is acknowledged.
