@@ -20,7 +20,7 @@ func BenchmarkRules100(b *testing.B) {
 	h := hubtest.Start(b)
 	target := rulesbench.Target{HTTP: h.HTTPAddr(), MQTT: h.MQTTAddr(), NATS: h.NATSURL(), APIKey: hubtest.APIKey}
 	run := 0
-	for _, rate := range []int{0, 2000, 5000} {
+	for _, rate := range []int{0, 5000, 10000} {
 		name := "max"
 		if rate > 0 {
 			name = fmt.Sprintf("rate=%d", rate)
