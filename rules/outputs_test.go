@@ -212,6 +212,29 @@ func TestReplaceAndDelete(t *testing.T) {
 		return s.Running && s.EventsIn == 15
 	}, "state not kept across the replacement")
 
+	// Disabled, the rule keeps its state; enabled again, it reads what came meanwhile.
+	off := false
+	spec.Enabled = &off
+	if _, _, err := m.Put(ctx, "avg", spec); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		s, _ := m.Stats(ctx, "avg")
+		return !s.Running && s.EventsIn == 15
+	}, "rule not stopped by enabled: false")
+	for i := 15; i < 25; i++ {
+		telemetry(t, bus, "d1", base.Add(time.Duration(i)*time.Second), map[string]any{"t": 1.0})
+	}
+	spec.Enabled = nil
+	if _, _, err := m.Put(ctx, "avg", spec); err != nil {
+		t.Fatal(err)
+	}
+	waitResults(t, m, "avg", 2)
+	eventually(t, 5*time.Second, func() bool {
+		s, _ := m.Stats(ctx, "avg")
+		return s.EventsIn == 25
+	}, "after enabling again: want 25 events in")
+
 	spec.SQL = strings.Replace(avgQuery, "avg(t)", "max(t)", 1)
 	r3, _, err := m.Put(ctx, "avg", spec)
 	if err != nil || r3.Incarnation == r1.Incarnation || r3.StartSeq <= r1.StartSeq || !r3.CreatedAt.Equal(r1.CreatedAt) {
