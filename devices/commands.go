@@ -93,13 +93,12 @@ func ValidCommandName(name string) bool {
 // its commands, until it acknowledges it (MQTT PUBACK, CoAP ACK of the notification) or the TTL
 // ends. Delivery is therefore at least once: devices tell repeats apart by ID.
 type Commands struct {
-	kv       jetstream.KeyValue
-	js       jetstream.JetStream
-	pub      Publisher
-	reg      *Registry
-	liveness *Liveness
-	log      *slog.Logger
-	now      func() time.Time
+	kv  jetstream.KeyValue
+	js  jetstream.JetStream
+	pub Publisher
+	reg *Registry
+	log *slog.Logger
+	now func() time.Time
 
 	mu sync.Mutex
 	// open holds the commands not yet final, by device and ID: what Subscribed resends and the
@@ -108,7 +107,7 @@ type Commands struct {
 	work chan func(context.Context)
 }
 
-func newCommands(ctx context.Context, js jetstream.JetStream, reg *Registry, liveness *Liveness, pub Publisher, replicas int, log *slog.Logger) (*Commands, error) {
+func newCommands(ctx context.Context, js jetstream.JetStream, reg *Registry, pub Publisher, replicas int, log *slog.Logger) (*Commands, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: CommandsBucket, Description: "Tributary device commands", History: 1,
 		TTL: CommandRetention, Storage: jetstream.FileStorage, Replicas: replicas,
@@ -116,16 +115,10 @@ func newCommands(ctx context.Context, js jetstream.JetStream, reg *Registry, liv
 	if err != nil {
 		return nil, fmt.Errorf("commands bucket: %w", err)
 	}
-	c := &Commands{kv: kv, js: js, pub: pub, reg: reg, liveness: liveness, log: log, now: time.Now,
+	c := &Commands{kv: kv, js: js, pub: pub, reg: reg, log: log, now: time.Now,
 		open: map[string]map[string]*Command{}, work: make(chan func(context.Context), 1024)}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list commands: %w", err)
-	}
-	for key := range lister.Keys() {
-		if e, err := kv.Get(ctx, key); err == nil {
-			c.apply(e)
-		}
+	if err := loadKV(ctx, kv, c.apply); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

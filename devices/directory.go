@@ -111,14 +111,8 @@ func newDirectory(ctx context.Context, js jetstream.JetStream, cfg DirectoryConf
 		return nil, fmt.Errorf("resource directory bucket: %w", err)
 	}
 	d := &Directory{cfg: cfg, kv: kv, log: log, now: time.Now, regs: map[string]*dirEntry{}}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list registrations: %w", err)
-	}
-	for key := range lister.Keys() {
-		if e, err := kv.Get(ctx, key); err == nil {
-			d.apply(e)
-		}
+	if err := loadKV(ctx, kv, d.apply); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

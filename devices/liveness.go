@@ -182,6 +182,7 @@ type connEvent struct {
 	id, protocol, remote string
 	up                   bool
 	at                   time.Time
+	reason               string // of a disconnection: "disconnected" when empty
 }
 
 const instancePrefix = "_instance."
@@ -204,14 +205,8 @@ func newLiveness(ctx context.Context, js jetstream.JetStream, reg *Registry, typ
 		view:     map[string]*presenceState{}, seen: map[string]seenCall{}, heard: map[string]time.Time{},
 		wake: make(chan struct{}, 1),
 	}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list device status: %w", err)
-	}
-	for key := range lister.Keys() {
-		if e, err := kv.Get(ctx, key); err == nil {
-			l.apply(e)
-		}
+	if err := loadKV(ctx, kv, l.apply); err != nil {
+		return nil, err
 	}
 	if err := l.heartbeat(ctx); err != nil {
 		return nil, err
@@ -454,60 +449,112 @@ func (l *Liveness) stop() {
 		}
 	}
 	l.mu.Unlock()
+	now := l.now()
+	l.mu.Lock()
 	for _, id := range mine {
-		l.write(ctx, id, "hub stopped", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
-			if cur.Status != StatusOnline || cur.Instance != l.instance {
-				return cur, false
-			}
-			cur.Status, cur.Instance = StatusOffline, ""
-			return cur, true
-		})
+		l.events = append(l.events, connEvent{id: id, at: now, reason: "hub stopped"})
 	}
+	l.mu.Unlock()
+	l.flush(ctx)
 	_ = l.kv.Delete(ctx, instancePrefix+l.instance)
 }
 
-// flush writes the queued connection events, in order, and the queued sightings.
+// flush writes the queued connection events and sightings: in order for each device, and
+// up to flushWorkers devices at a time, so that a burst of connections (a fleet reconnecting
+// after an outage) does not queue up behind one KV round trip each.
 func (l *Liveness) flush(ctx context.Context) {
 	l.mu.Lock()
 	events, seen := l.events, l.seen
 	l.events, l.seen = nil, map[string]seenCall{}
 	l.mu.Unlock()
+	if len(events) == 0 && len(seen) == 0 {
+		return
+	}
+	jobs := map[string][]func(){}
+	var order []string
+	add := func(id string, fn func()) {
+		if _, ok := jobs[id]; !ok {
+			order = append(order, id)
+		}
+		jobs[id] = append(jobs[id], fn)
+	}
 	for _, e := range events {
 		if e.up {
-			l.write(ctx, e.id, "connected", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
-				if cur.Status == StatusOnline && cur.Instance != "" && cur.Conn.After(e.at) {
-					return cur, false // a newer connection elsewhere already holds the device
-				}
-				cur.Status, cur.Protocol, cur.RemoteAddr, cur.LastSeen = StatusOnline, e.protocol, e.remote, e.at
-				cur.Instance, cur.Conn = l.instance, e.at
-				return cur, true
-			})
-			continue
+			add(e.id, func() { l.connected(ctx, e) })
+		} else {
+			add(e.id, func() { l.disconnected(ctx, e) })
 		}
-		l.write(ctx, e.id, "disconnected", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
-			if cur.Status != StatusOnline || cur.Instance != l.instance {
-				return cur, false // it is connected to another instance now
+	}
+	for id, sc := range seen {
+		add(id, func() { l.sighted(ctx, id, sc) })
+	}
+	if len(order) == 1 {
+		for _, fn := range jobs[order[0]] {
+			fn()
+		}
+		return
+	}
+	work := make(chan []func())
+	var wg sync.WaitGroup
+	for range min(flushWorkers, len(order)) {
+		wg.Go(func() {
+			for fns := range work {
+				for _, fn := range fns {
+					fn()
+				}
 			}
-			cur.Status, cur.Instance, cur.LastSeen = StatusOffline, "", e.at
-			return cur, true
 		})
 	}
-	for id, s := range seen {
-		l.write(ctx, id, "message", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
-			if cur.Status == StatusOnline && cur.Instance != "" {
-				// Connected over MQTT too: the connection decides; just note the sighting.
-				if s.at.After(cur.LastSeen) {
-					cur.LastSeen = s.at
-				}
-				return cur, true
-			}
-			cur.Status, cur.Protocol, cur.RemoteAddr, cur.Instance = StatusOnline, s.protocol, s.remote, ""
+	for _, id := range order {
+		work <- jobs[id]
+	}
+	close(work)
+	wg.Wait()
+}
+
+// flushWorkers bounds the devices whose status is written at once.
+const flushWorkers = 16
+
+func (l *Liveness) connected(ctx context.Context, e connEvent) {
+	l.write(ctx, e.id, "connected", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
+		if cur.Status == StatusOnline && cur.Instance != "" && cur.Conn.After(e.at) {
+			return cur, false // a newer connection elsewhere already holds the device
+		}
+		cur.Status, cur.Protocol, cur.RemoteAddr, cur.LastSeen = StatusOnline, e.protocol, e.remote, e.at
+		cur.Instance, cur.Conn = l.instance, e.at
+		return cur, true
+	})
+}
+
+func (l *Liveness) disconnected(ctx context.Context, e connEvent) {
+	reason := e.reason
+	if reason == "" {
+		reason = "disconnected"
+	}
+	l.write(ctx, e.id, reason, func(cur presenceRecord, _ bool) (presenceRecord, bool) {
+		if cur.Status != StatusOnline || cur.Instance != l.instance {
+			return cur, false // it is connected to another instance now
+		}
+		cur.Status, cur.Instance, cur.LastSeen = StatusOffline, "", e.at
+		return cur, true
+	})
+}
+
+func (l *Liveness) sighted(ctx context.Context, id string, s seenCall) {
+	l.write(ctx, id, "message", func(cur presenceRecord, _ bool) (presenceRecord, bool) {
+		if cur.Status == StatusOnline && cur.Instance != "" {
+			// Connected over MQTT too: the connection decides; just note the sighting.
 			if s.at.After(cur.LastSeen) {
 				cur.LastSeen = s.at
 			}
 			return cur, true
-		})
-	}
+		}
+		cur.Status, cur.Protocol, cur.RemoteAddr, cur.Instance = StatusOnline, s.protocol, s.remote, ""
+		if s.at.After(cur.LastSeen) {
+			cur.LastSeen = s.at
+		}
+		return cur, true
+	})
 }
 
 // sweep marks offline the connectionless devices whose timeout has passed and the MQTT devices
@@ -601,7 +648,9 @@ func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				cur, rev = presenceRecord{}, 0
 			default:
-				l.log.Warn("device status not read", "device", id, "err", err)
+				if ctx.Err() == nil {
+					l.log.Warn("device status not read", "device", id, "err", err)
+				}
 				return
 			}
 		}

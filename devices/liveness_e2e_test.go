@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
@@ -210,4 +212,61 @@ func sseSubscribe(t *testing.T, h *hubtest.Hub, topic string) *sseClient {
 		}
 	}()
 	return s
+}
+
+// TestLivenessHubRestart: devices connected to a hub that stops are offline ("hub stopped"),
+// not left online, when the hub starts again.
+func TestLivenessHubRestart(t *testing.T) {
+	cfg := hubtest.Config(t.TempDir())
+	h := hubtest.StartConfig(t, cfg)
+	token := h.CreateDevice("r1", nil)
+	mqttDevice(t, h, "r1", "r1", token)
+	eventually(t, 5*time.Second, func() bool { return getDevice(t, h, "r1").Status == "online" }, "not online")
+	h.Stop()
+	h2 := hubtest.StartConfig(t, cfg)
+	if d := getDevice(t, h2, "r1"); d.Status != "offline" {
+		t.Errorf("after a restart: %+v; want offline", d)
+	}
+	// The offline event was published before the hub stopped.
+	js := statusEvents(t, h2, "r1")
+	if len(js) != 2 || js[1]["status"] != "offline" || js[1]["reason"] != "hub stopped" {
+		t.Errorf("status events %v; want online, then offline (hub stopped)", js)
+	}
+}
+
+// statusEvents reads device id's status events from the stream with nats.go.
+func statusEvents(t *testing.T, h *hubtest.Hub, id string) []map[string]any {
+	t.Helper()
+	nc, err := nats.Connect(h.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, "IOT", jetstream.OrderedConsumerConfig{FilterSubjects: []string{"iot.devices." + id + ".status"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for {
+		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(300*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var ev map[string]any
+			json.Unmarshal(m.Data(), &ev)
+			out = append(out, ev)
+		}
+		if n == 0 {
+			return out
+		}
+	}
 }

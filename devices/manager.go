@@ -53,7 +53,7 @@ func NewManager(ctx context.Context, js jetstream.JetStream, reg *Registry, pub 
 	if m.Shadows, err = newShadows(ctx, js, reg, pub, cfg.Replicas, log); err != nil {
 		return nil, err
 	}
-	if m.Commands, err = newCommands(ctx, js, reg, m.Liveness, pub, cfg.Replicas, log); err != nil {
+	if m.Commands, err = newCommands(ctx, js, reg, pub, cfg.Replicas, log); err != nil {
 		return nil, err
 	}
 	if m.Provisioning, err = newProvisioning(ctx, js, reg, cfg.Replicas, log); err != nil {

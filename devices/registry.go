@@ -41,11 +41,12 @@ type Registry struct {
 	devices map[string]*record
 	synced  chan struct{}
 
-	// sorted holds the IDs in order for List, as of generation sortedGen; it is rebuilt
-	// lazily when gen (bumped on every addition or removal) has moved on.
+	// sorted holds the records in ID order for List, as of generation sortedGen; it is rebuilt
+	// lazily when gen (bumped on every change) has moved on. Records are never modified in
+	// place (a change stores a new one), so a snapshot can be read without the lock.
 	gen       atomic.Uint64
 	sortMu    sync.Mutex
-	sorted    []string
+	sorted    []*record
 	sortedGen uint64
 
 	// statusOf, when set (by Liveness), answers Filter.Status.
@@ -76,19 +77,8 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logg
 
 // load reads all records once so that the registry is usable as soon as New returns.
 func (r *Registry) load(ctx context.Context) error {
-	lister, err := r.kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("list devices: %w", err)
-	}
-	for key := range lister.Keys() {
-		e, err := r.kv.Get(ctx, key)
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) {
-				continue
-			}
-			return fmt.Errorf("load device %s: %w", key, err)
-		}
-		r.apply(e)
+	if err := loadKV(ctx, r.kv, r.apply); err != nil {
+		return fmt.Errorf("load devices: %w", err)
 	}
 	return nil
 }
@@ -140,10 +130,8 @@ func (r *Registry) apply(e jetstream.KeyValueEntry) {
 		r.log.Error("unreadable device record", "key", e.Key(), "err", err)
 		return
 	}
-	if _, ok := r.devices[e.Key()]; !ok {
-		r.changed()
-	}
 	r.devices[e.Key()] = &rec
+	r.changed()
 }
 
 // changed marks the sorted index stale.
@@ -184,10 +172,8 @@ func (r *Registry) Create(ctx context.Context, d Device) (Device, string, error)
 		return Device{}, "", fmt.Errorf("create device %s: %w", d.ID, err)
 	}
 	r.mu.Lock()
-	if _, ok := r.devices[d.ID]; !ok {
-		r.changed()
-	}
 	r.devices[d.ID] = &rec
+	r.changed()
 	r.mu.Unlock()
 	return d, token, nil
 }
@@ -269,6 +255,7 @@ func (r *Registry) update(ctx context.Context, id string, change func(*record) e
 		}
 		r.mu.Lock()
 		r.devices[id] = &rec
+		r.changed()
 		r.mu.Unlock()
 		return rec, nil
 	}
@@ -399,15 +386,15 @@ func distanceKm(lat1, lon1, lat2, lon2 float64) float64 {
 }
 
 // List returns the devices matching f, ordered by ID, and the cursor for the next page ("" at
-// the end). A page costs what it skips and returns, not the size of the registry: IDs are kept
-// sorted.
+// the end). A page costs what it skips and returns, not the size of the registry: records are
+// kept sorted by ID.
 func (r *Registry) List(f Filter) ([]Device, string) {
 	q := strings.ToLower(f.Query)
-	ids := r.sortedIDs()
+	recs := r.sortedRecords()
 	start := 0
 	if f.After != "" {
-		start, _ = slices.BinarySearch(ids, f.After)
-		if start < len(ids) && ids[start] == f.After {
+		start, _ = slices.BinarySearchFunc(recs, f.After, func(rec *record, id string) int { return strings.Compare(rec.ID, id) })
+		if start < len(recs) && recs[start].ID == f.After {
 			start++
 		}
 	}
@@ -415,15 +402,10 @@ func (r *Registry) List(f Filter) ([]Device, string) {
 	if f.Status != "" {
 		status = r.statusOf
 	}
-	out := make([]Device, 0, min(len(ids)-start, cmp.Or(f.Limit, 100)))
+	out := make([]Device, 0, min(len(recs)-start, cmp.Or(f.Limit, 100)))
 	next := ""
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for _, id := range ids[start:] {
-		rec, ok := r.devices[id]
-		if !ok {
-			continue // deleted since the index was built
-		}
+	for _, rec := range recs[start:] {
+		id := rec.ID
 		if f.IDs != nil && !f.IDs[id] {
 			continue
 		}
@@ -454,19 +436,37 @@ func (r *Registry) List(f Filter) ([]Device, string) {
 	return out, next
 }
 
-// containsFold reports whether s contains lower (already lower-case), ignoring case.
+// containsFold reports whether s contains lower (already lower-case), ignoring ASCII case,
+// without allocating; non-ASCII text falls back to strings.ToLower.
 func containsFold(s, lower string) bool {
+	n := len(lower)
+	if n == 0 {
+		return true
+	}
 	for i := 0; i < len(s); i++ {
-		if c := s[i]; c >= 'A' && c <= 'Z' || c >= 0x80 {
+		if s[i] >= 0x80 {
 			return strings.Contains(strings.ToLower(s), lower)
 		}
 	}
-	return strings.Contains(s, lower)
+outer:
+	for i := 0; i+n <= len(s); i++ {
+		for j := 0; j < n; j++ {
+			c := s[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				continue outer
+			}
+		}
+		return true
+	}
+	return false
 }
 
-// sortedIDs returns the registered IDs in order, rebuilding the index after changes. The
+// sortedRecords returns the records in ID order, rebuilding the index after changes. The
 // slice is shared: callers must not modify it.
-func (r *Registry) sortedIDs() []string {
+func (r *Registry) sortedRecords() []*record {
 	r.sortMu.Lock()
 	defer r.sortMu.Unlock()
 	g := r.gen.Load()
@@ -474,14 +474,14 @@ func (r *Registry) sortedIDs() []string {
 		return r.sorted
 	}
 	r.mu.RLock()
-	ids := make([]string, 0, len(r.devices))
-	for id := range r.devices {
-		ids = append(ids, id)
+	recs := make([]*record, 0, len(r.devices))
+	for _, rec := range r.devices {
+		recs = append(recs, rec)
 	}
 	r.mu.RUnlock()
-	slices.Sort(ids)
-	r.sorted, r.sortedGen = ids, g
-	return ids
+	slices.SortFunc(recs, func(a, b *record) int { return strings.Compare(a.ID, b.ID) })
+	r.sorted, r.sortedGen = recs, g
+	return recs
 }
 
 // metaMatch reports whether every key of want (dotted for nested objects) has that value in

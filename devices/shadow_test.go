@@ -61,3 +61,17 @@ func TestMergePatch(t *testing.T) {
 		}
 	}
 }
+
+func TestContainsFold(t *testing.T) {
+	for _, tt := range []struct {
+		s, sub string
+		want   bool
+	}{
+		{"Main Pump", "pump", true}, {"Main Pump", "main p", true}, {"Main Pump", "pumps", false},
+		{"abc", "", true}, {"", "a", false}, {"ÄPFEL-Pump", "äpfel", true}, {"dev-001", "DEV", false},
+	} {
+		if got := containsFold(tt.s, tt.sub); got != tt.want {
+			t.Errorf("containsFold(%q, %q) = %v", tt.s, tt.sub, got)
+		}
+	}
+}

@@ -63,14 +63,8 @@ func newTypes(ctx context.Context, js jetstream.JetStream, replicas int, log *sl
 		return nil, fmt.Errorf("device types bucket: %w", err)
 	}
 	t := &Types{kv: kv, log: log, types: map[string]TypeSettings{}}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list device types: %w", err)
-	}
-	for key := range lister.Keys() {
-		if e, err := kv.Get(ctx, key); err == nil {
-			t.apply(e)
-		}
+	if err := loadKV(ctx, kv, t.apply); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -176,6 +170,31 @@ func watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.Ke
 			if e != nil {
 				apply(e)
 			}
+		}
+	}
+}
+
+// loadKV calls apply for every current entry of kv and returns once all are read. It reads
+// them with one watcher (a single consumer streaming the bucket) rather than a Get per key,
+// which matters with 100,000 devices.
+func loadKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", kv.Bucket(), err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("read %s: watcher closed", kv.Bucket())
+			}
+			if e == nil {
+				return nil // the end of the initial values
+			}
+			apply(e)
 		}
 	}
 }
