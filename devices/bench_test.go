@@ -14,6 +14,7 @@ import (
 
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/streamstest"
 )
 
@@ -232,4 +233,62 @@ func BenchmarkMQTTConnect100k(b *testing.B) {
 	b.ReportMetric(pct(connect, 0.99), "p99-ms")
 	b.ReportMetric(pct(dial, 0.99), "tcp-dial-p99-ms")
 	b.ReportMetric(float64(len(connect))/b.Elapsed().Seconds(), "connects/s")
+}
+
+// BenchmarkShadowReported: reported-state messages taken into shadows per second (the
+// durable, pinned consumer: KV read + compare-and-set per message), 100 devices.
+//
+//	go test -run '^$' -bench BenchmarkShadowReported -benchtime 5000x ./devices
+func BenchmarkShadowReported(b *testing.B) {
+	bus := streamstest.New(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := streamstest.Logger(b)
+	reg, err := devices.New(ctx, bus.JetStream(), devices.Config{}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mgr, err := devices.NewManager(ctx, bus.JetStream(), reg, bus, devices.ManagerConfig{}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 100
+	for i := range n {
+		if _, _, err := reg.Create(ctx, benchDevice(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	go reg.Run(ctx)
+	go mgr.Run(ctx)
+	i := 0
+	var start time.Time
+	for b.Loop() {
+		if i == 0 {
+			start = time.Now()
+		}
+		id := benchDevice(i % n).ID
+		env := &streams.Envelope{DeviceID: id, Topic: devices.ReportedTopic(id), ContentType: "application/json", Protocol: "mqtt",
+			Payload: fmt.Appendf(nil, `{"seq":%d,"temp":%d}`, i, i%40)}
+		env.Stamp(time.Now())
+		if err := bus.PublishAsync(env); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	want := uint64(i)
+	for {
+		var sum uint64
+		for d := range n {
+			s, err := mgr.Shadows.Get(ctx, benchDevice(d).ID)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sum += s.ReportedVersion
+		}
+		if sum >= want {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.ReportMetric(float64(want)/time.Since(start).Seconds(), "reports/s")
 }

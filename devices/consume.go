@@ -18,8 +18,10 @@ import (
 const pinnedGroup = "hub"
 
 // consume runs a durable, pinned consumer of the IOT stream on subjects until ctx ends,
-// calling fn for each message in order. A message fn fails is retried (up to maxDeliver
-// times, then skipped with a warning); fn's errors must be for transient trouble only.
+// calling fn for each message in order. A message fn fails is retried, first in place (so
+// order holds), then by redelivery (up to maxDeliver times, then skipped with a warning); fn's
+// errors must be for transient trouble only. The pinned priority policy needs NATS 2.11 or
+// later.
 func consume(ctx context.Context, js jetstream.JetStream, durable string, subjects []string, log *slog.Logger, fn func(context.Context, *streams.Envelope) error) error {
 	const maxDeliver = 5
 	cons, err := js.CreateOrUpdateConsumer(ctx, streams.StreamMessages, jetstream.ConsumerConfig{
@@ -30,7 +32,7 @@ func consume(ctx context.Context, js jetstream.JetStream, durable string, subjec
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
 		MaxDeliver:     maxDeliver,
-		MaxAckPending:  1, // in order, one at a time
+		MaxAckPending:  256, // handled in order: one pinned instance, one message at a time
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PinnedTTL:      10 * time.Second,
 		PriorityGroups: []string{pinnedGroup},
@@ -56,11 +58,23 @@ func consume(ctx context.Context, js jetstream.JetStream, durable string, subjec
 				}()
 			}
 		}
-		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := fn(hctx, env); err != nil {
+		// Transient trouble is retried here, holding the messages behind it, so that order is
+		// kept; only after that does the message go back to JetStream for redelivery.
+		for attempt, wait := 0, 100*time.Millisecond; attempt < 4; attempt, wait = attempt+1, wait*2 {
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = fn(hctx, env)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		if err != nil {
 			if ctx.Err() == nil {
-				log.Warn("message handling failed; retrying", "consumer", durable, "topic", env.Topic, "err", err)
+				log.Warn("message handling failed; redelivery later", "consumer", durable, "topic", env.Topic, "err", err)
 			}
 			_ = m.NakWithDelay(time.Second)
 			return
