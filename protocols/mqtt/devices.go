@@ -1,10 +1,10 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -150,7 +150,7 @@ type sentCommand struct {
 // commandSent is called for every PUBLISH written to a client: a command to the device
 // itself is delivered now (QoS 0) or when acknowledged.
 func (s *Server) commandSent(cl *mochi.Client, pk packets.Packet) {
-	if s.tracker == nil || cl.Net.Inline || !bytes.Contains([]byte(pk.TopicName), []byte("/commands/")) {
+	if s.tracker == nil || cl.Net.Inline || !strings.Contains(pk.TopicName, "/commands/") {
 		return
 	}
 	dt, ok := protocols.ParseDeviceTopic(pk.TopicName)
