@@ -154,14 +154,14 @@ type Liveness struct {
 	now      func() time.Time
 	instance string
 
+	// mu guards what follows. Never call the registry while holding it: the registry calls
+	// StatusOf.
 	mu     sync.Mutex
 	view   map[string]*presenceState
 	seen   map[string]seenCall // CoAP requests not yet written
 	events []connEvent         // MQTT connections, in order
 	heard  map[string]time.Time
 	wake   chan struct{}
-	// onChange listeners (commands) learn of status changes made here.
-	onChange []func(id string, p Presence)
 }
 
 type presenceState struct {
@@ -370,24 +370,6 @@ func (l *Liveness) Online(online bool) map[string]bool {
 		}
 	}
 	return out
-}
-
-// Instance reports which hub instance holds device id's MQTT connection ("" if none).
-func (l *Liveness) holder(id string) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st := l.view[id]; st != nil && st.rec.Status == StatusOnline {
-		return st.rec.Instance
-	}
-	return ""
-}
-
-// OnChange registers fn to be called, on Run's goroutine, after this instance changed a
-// device's status.
-func (l *Liveness) OnChange(fn func(id string, p Presence)) {
-	l.mu.Lock()
-	l.onChange = append(l.onChange, fn)
-	l.mu.Unlock()
 }
 
 // Run writes queued changes, sweeps inactivity timeouts and keeps the view current, until ctx
@@ -690,13 +672,9 @@ func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur
 			st.rec, st.rev = next, newRev
 		}
 		st.written = l.now()
-		listeners := l.onChange
 		l.mu.Unlock()
 		if next.Status != was && (was != "" || next.Status == StatusOnline) {
 			l.publish(ctx, id, next, reason, newRev)
-			for _, fn := range listeners {
-				fn(id, next.public())
-			}
 		}
 		return
 	}
