@@ -14,9 +14,12 @@ run:
 deps:
 	@test -x "$(INFLUXD)" || { echo "installing influxd v1.8.10 (first time only, ~3 min)"; \
 		cd /tmp && $(GO) install github.com/influxdata/influxdb/cmd/influxd@v1.8.10; }
-	@# The dashboard's browser test (web/browser_test.go): Debian's chromium and playwright-core.
-	@test -x /usr/bin/chromium || { echo "installing chromium (first time only)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@# Debian packages: chromium for the dashboard's browser test (web/browser_test.go), iproute2
+	@# for the multicast discovery test's network namespaces (devices/).
+	@missing=""; test -x /usr/bin/chromium || missing="$$missing chromium"; \
+		command -v ip >/dev/null || missing="$$missing iproute2"; \
+		test -z "$$missing" || { echo "installing$$missing (first time only)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; }
 	@test -f web/e2e/node_modules/playwright-core/package.json || npm ci --prefix web/e2e --no-audit --no-fund
 
 test: deps
