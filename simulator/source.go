@@ -156,57 +156,7 @@ func (r *Resolver) Resolve(ctx context.Context, sel Selection) (Source, error) {
 // SubjectFilters maps MQTT-style filters to JetStream filter subjects of the IOT stream: "a/#"
 // also yields "a" (MQTT's "#" matches the parent level), and subjects covered by another are
 // dropped, as JetStream refuses overlapping filters.
-func SubjectFilters(filters []string) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	for _, f := range filters {
-		subj, err := streams.FilterToSubject(f)
-		if err != nil {
-			return nil, err
-		}
-		subs := []string{subj}
-		if parent, ok := strings.CutSuffix(subj, ".>"); ok && parent != streams.SubjectPrefix {
-			subs = append(subs, parent)
-		}
-		for _, s := range subs {
-			if !seen[s] {
-				seen[s] = true
-				out = append(out, s)
-			}
-		}
-	}
-	kept := out[:0:0]
-	for i, s := range out {
-		covered := false
-		for j, o := range out {
-			if i != j && subjectCovers(o, s) && (!subjectCovers(s, o) || j < i) {
-				covered = true
-				break
-			}
-		}
-		if !covered {
-			kept = append(kept, s)
-		}
-	}
-	return kept, nil
-}
-
-// subjectCovers reports whether NATS filter a matches everything filter b matches.
-func subjectCovers(a, b string) bool {
-	at, bt := strings.Split(a, "."), strings.Split(b, ".")
-	for i, tok := range at {
-		if tok == ">" {
-			return len(bt) > i
-		}
-		if i >= len(bt) {
-			return false
-		}
-		if tok != "*" && tok != bt[i] || tok == "*" && bt[i] == ">" {
-			return false
-		}
-	}
-	return len(at) == len(bt)
-}
+func SubjectFilters(filters []string) ([]string, error) { return streams.SubjectFilters(filters) }
 
 // Msg is one selected message as stored, with what a replay needs decoded.
 type Msg struct {
@@ -370,21 +320,12 @@ func (rd *Reader) convert(jm jetstream.Msg) (m *Msg, last bool, err error) {
 	}
 	if len(rd.src.Topics) > 0 {
 		topic, err := m.Topic()
-		if err != nil || !matchesAny(rd.src.Topics, topic) {
+		if err != nil || len(rd.src.Topics) == 0 || !streams.MatchesAny(rd.src.Topics, topic) {
 			rd.Skipped++
 			return nil, last, nil
 		}
 	}
 	return m, last, nil
-}
-
-func matchesAny(filters []string, topic string) bool {
-	for _, f := range filters {
-		if streams.MatchTopic(f, topic) {
-			return true
-		}
-	}
-	return false
 }
 
 // Close stops reading and releases the consumer.

@@ -327,7 +327,7 @@ func (b *Bus) Subscribe(ctx context.Context, sub Subscription, fn func(*Envelope
 			b.log.Warn("undecodable message in stream", "subject", m.Subject(), "err", err)
 			return
 		}
-		if !matchesAny(sub.Filters, env.Topic) {
+		if !MatchesAny(sub.Filters, env.Topic) {
 			return // e.g. "a/#" maps to "a" and "a.>" subjects; the exact MQTT rule decides
 		}
 		fn(env)
@@ -345,12 +345,16 @@ func (b *Bus) Subscribe(ctx context.Context, sub Subscription, fn func(*Envelope
 	return nil
 }
 
-func setFilters(dst *[]string, filters []string) error {
+// SubjectFilters maps MQTT-style filters to JetStream filter subjects of the IOT stream: "a/#"
+// also yields "a" (MQTT's "#" matches the parent level), and subjects covered by another are
+// dropped, as JetStream refuses overlapping filters.
+func SubjectFilters(filters []string) ([]string, error) {
+	var out []string
 	seen := map[string]bool{}
 	for _, f := range filters {
 		subj, err := FilterToSubject(f)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		subs := []string{subj}
 		if parent, ok := strings.CutSuffix(subj, ".>"); ok && parent != SubjectPrefix {
@@ -359,11 +363,19 @@ func setFilters(dst *[]string, filters []string) error {
 		for _, s := range subs {
 			if !seen[s] {
 				seen[s] = true
-				*dst = append(*dst, s)
+				out = append(out, s)
 			}
 		}
 	}
-	*dst = dedupeOverlapping(*dst)
+	return dedupeOverlapping(out), nil
+}
+
+func setFilters(dst *[]string, filters []string) error {
+	subs, err := SubjectFilters(filters)
+	if err != nil {
+		return err
+	}
+	*dst = append(*dst, subs...)
 	return nil
 }
 
@@ -403,7 +415,8 @@ func subjectCovers(a, b string) bool {
 	return len(at) == len(bt)
 }
 
-func matchesAny(filters []string, topic string) bool {
+// MatchesAny reports whether topic matches one of the MQTT filters; no filters match everything.
+func MatchesAny(filters []string, topic string) bool {
 	if len(filters) == 0 {
 		return true
 	}

@@ -23,7 +23,7 @@ func (b *Bus) Latest(ctx context.Context, filters []string, limit int, before ui
 	if err := setFilters(&subjects, filters); err != nil {
 		return Page{}, err
 	}
-	return latest(ctx, b.messages, subjects, limit, before, func(e *Envelope) bool { return matchesAny(filters, e.Topic) })
+	return latest(ctx, b.messages, subjects, limit, before, func(e *Envelope) bool { return MatchesAny(filters, e.Topic) })
 }
 
 // DeadLetters returns up to limit of the newest dead letters (of one device when device is not
