@@ -1,0 +1,88 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tributary-iot/tributary/rules"
+	"github.com/tributary-iot/tributary/simulator"
+)
+
+// Backtests runs rules over stored input in isolation. *rules.Backtester satisfies it.
+type Backtests interface {
+	Run(ctx context.Context, req rules.BacktestRequest) (rules.BacktestReport, error)
+}
+
+// BacktestTimeout bounds one synchronous backtest.
+const BacktestTimeout = 5 * time.Minute
+
+// BacktestRoutes registers POST /api/v1/backtests; pass it in Deps.Extra.
+func BacktestRoutes(bt Backtests, log *slog.Logger) func(*Router) {
+	h := &backtestHandlers{bt: bt, log: log}
+	return func(r *Router) {
+		r.Handle("POST /api/v1/backtests", h.run)
+	}
+}
+
+type backtestHandlers struct {
+	bt  Backtests
+	log *slog.Logger
+}
+
+// backtestBody is a version (rule, name, sql, lateness, idle_timeout, max_future), an optional
+// second version under compare, and a selection (from, to, devices, topics, max_skew or
+// scenario).
+type backtestBody struct {
+	rules.BacktestVersion
+	Compare *rules.BacktestVersion `json:"compare"`
+	selectionBody
+}
+
+func (h *backtestHandlers) run(w http.ResponseWriter, r *http.Request) {
+	var body backtestBody
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	sel, err := body.selection(time.Now())
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), BacktestTimeout)
+	defer cancel()
+	rep, err := h.bt.Run(ctx, rules.BacktestRequest{Version: body.BacktestVersion, Compare: body.Compare, Selection: sel})
+	if err != nil {
+		h.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+// fail answers a definition error or an unknown rule as the rules API does, and a selection
+// error as the replays API does, except that an empty selection is a 400 here.
+func (h *backtestHandlers) fail(w http.ResponseWriter, err error) {
+	msg := err.Error()
+	for _, s := range []error{simulator.ErrInvalid, rules.ErrNotFound} {
+		msg = strings.TrimPrefix(msg, s.Error()+": ")
+	}
+	switch {
+	case errors.Is(err, rules.ErrInvalid), errors.Is(err, simulator.ErrInvalid), errors.Is(err, simulator.ErrEmpty):
+		writeError(w, http.StatusBadRequest, msg)
+	case errors.Is(err, rules.ErrNotFound), errors.Is(err, simulator.ErrNotFound):
+		writeError(w, http.StatusNotFound, msg)
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusGatewayTimeout, "the backtest took longer than "+BacktestTimeout.String()+": narrow the selection")
+	case errors.Is(err, context.Canceled):
+		writeError(w, http.StatusServiceUnavailable, msg)
+	default:
+		if h.log != nil {
+			h.log.Error("backtest failed", "err", err)
+		}
+		writeError(w, http.StatusInternalServerError, msg)
+	}
+}
