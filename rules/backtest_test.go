@@ -132,6 +132,19 @@ func TestBacktestMatchesLive(t *testing.T) {
 		t.Errorf("inline backtest read %d messages, %d on the rule's source; want at least 13, and 12", rep.Messages, rep.Run.Messages)
 	}
 
+	// A scenario recorded from the same range gives the same results too.
+	scn := body("name", "bt-scn")
+	if code := h.Do("POST", "/api/v1/scenarios", scn, nil); code != http.StatusCreated {
+		t.Fatalf("create scenario: %d", code)
+	}
+	rep = btReport{}
+	if code := h.Do("POST", "/api/v1/backtests", map[string]any{"rule": "avg", "scenario": "bt-scn"}, &rep); code != 200 {
+		t.Fatalf("scenario backtest: %d %s", code, rep.Error)
+	}
+	if got, want := canon(t, rep.Run.Results), canon(t, liveRes); !slices.Equal(got, want) {
+		t.Errorf("scenario backtest results differ from live:\n got %s\nwant %s", got, want)
+	}
+
 	// Two versions: HAVING avg_t > 15 against HAVING avg_t > 25.
 	having := func(th int) string { return btQuery + fmt.Sprintf(" HAVING avg_t > %d", th) }
 	rep = btReport{}
