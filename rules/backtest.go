@@ -26,6 +26,9 @@ const (
 	DefaultBacktestName = "backtest"
 )
 
+// backtestLimit is MaxBacktestMessages; tests lower it.
+var backtestLimit uint64 = MaxBacktestMessages
+
 // BacktestVersion is one version of a rule to backtest: an existing rule (Rule), whose stored
 // definition is used, or a query given inline (SQL), or an existing rule with some of its
 // fields replaced (Rule plus SQL, Lateness, IdleTimeout or MaxFuture).
@@ -216,9 +219,9 @@ func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestRepo
 	if err != nil {
 		return BacktestReport{}, err
 	}
-	if src.Estimate > MaxBacktestMessages {
+	if src.Estimate > backtestLimit {
 		return BacktestReport{}, fmt.Errorf("%w: selection: up to %d messages, more than the %d a backtest reads: narrow from/to, devices or topics",
-			simulator.ErrInvalid, src.Estimate, MaxBacktestMessages)
+			simulator.ErrInvalid, src.Estimate, backtestLimit)
 	}
 	in, err := simulator.OpenInput(ctx, b.res.JetStream(), src, simulator.InputOptions{Order: simulator.OrderStream})
 	if err != nil {
@@ -233,8 +236,8 @@ func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestRepo
 		if err != nil {
 			return BacktestReport{}, err
 		}
-		if in.Stats().Read > MaxBacktestMessages {
-			return BacktestReport{}, fmt.Errorf("%w: selection: more than %d messages: narrow from/to, devices or topics", simulator.ErrInvalid, MaxBacktestMessages)
+		if in.Stats().Read > backtestLimit {
+			return BacktestReport{}, fmt.Errorf("%w: selection: more than %d messages: narrow from/to, devices or topics", simulator.ErrInvalid, backtestLimit)
 		}
 		var events []window.Event
 		decoded := false

@@ -189,6 +189,14 @@ func TestBacktestMatchesLive(t *testing.T) {
 		}
 	}
 
+	// Too large a selection is refused before anything is read.
+	restore := rules.SetBacktestLimit(5)
+	var e struct{ Error string }
+	if code := h.Do("POST", "/api/v1/backtests", body("rule", "avg"), &e); code != 400 || !strings.HasPrefix(e.Error, "selection: up to ") {
+		t.Errorf("too large: %d %q", code, e.Error)
+	}
+	restore()
+
 	// Bad input names the field.
 	valid := "SELECT count(*) AS n FROM 'devices/+/telemetry' GROUP BY TUMBLING(1m)"
 	for _, tc := range []struct {
