@@ -55,9 +55,17 @@ func TestTumblingResults(t *testing.T) {
 			t.Errorf("%s: got %+v", key, r.Result)
 		}
 	}
-	st, err := m.Stats(context.Background(), "avg")
-	if err != nil {
-		t.Fatal(err)
+	// The four results come out once the 41st event is in; the rest follows shortly.
+	var st rules.Stats
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if st, err = m.Stats(context.Background(), "avg"); err != nil {
+			t.Fatal(err)
+		}
+		if st.EventsIn >= 50 && st.ConsumerLag == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if st.EventsIn != 50 || st.Accepted != 50 || st.Results != 4 || st.OpenWindows != 2 || st.LastResult == nil || st.ConsumerLag != 0 {
 		t.Errorf("stats = %+v, want 50 events in and accepted, 4 results, 2 open windows, no lag", st)
