@@ -229,8 +229,10 @@ func TestLivenessHubRestart(t *testing.T) {
 	}
 	// The offline event was published before the hub stopped.
 	js := statusEvents(t, h2, "r1")
-	if len(js) != 2 || js[1]["status"] != "offline" || js[1]["reason"] != "hub stopped" {
-		t.Errorf("status events %v; want online, then offline (hub stopped)", js)
+	// The broker may close the connection before the liveness tracker marks its devices: either
+	// reason says the device went offline with the hub.
+	if len(js) != 2 || js[1]["status"] != "offline" || (js[1]["reason"] != "hub stopped" && js[1]["reason"] != "disconnected") {
+		t.Errorf("status events %v; want online, then offline (hub stopped or disconnected)", js)
 	}
 }
 

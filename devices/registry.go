@@ -39,7 +39,6 @@ type Registry struct {
 
 	mu      sync.RWMutex
 	devices map[string]*record
-	synced  chan struct{}
 
 	// sorted holds the records in ID order for List, as of generation sortedGen; it is rebuilt
 	// lazily when gen (bumped on every change) has moved on. Records are never modified in
@@ -68,7 +67,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logg
 	if err != nil {
 		return nil, fmt.Errorf("device registry bucket: %w", err)
 	}
-	r := &Registry{kv: kv, log: log.With("component", "devices"), now: time.Now, devices: map[string]*record{}, synced: make(chan struct{})}
+	r := &Registry{kv: kv, log: log.With("component", "devices"), now: time.Now, devices: map[string]*record{}}
 	if err := r.load(ctx); err != nil {
 		return nil, err
 	}
@@ -85,34 +84,7 @@ func (r *Registry) load(ctx context.Context) error {
 
 // Run keeps the in-memory view current with changes made by any hub instance until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	w, err := r.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch devices: %w", err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil
-			}
-			if e == nil {
-				closeOnce(r.synced)
-				continue
-			}
-			r.apply(e)
-		}
-	}
-}
-
-func closeOnce(c chan struct{}) {
-	select {
-	case <-c:
-	default:
-		close(c)
-	}
+	return watchKV(ctx, r.kv, r.apply)
 }
 
 func (r *Registry) apply(e jetstream.KeyValueEntry) {

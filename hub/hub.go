@@ -199,6 +199,9 @@ func (h *Hub) Run(ctx context.Context) error {
 		return nil
 	})
 	err := g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = nil // a component noticed the stop while starting: that is a stop, not a failure
+	}
 	h.log.Info("hub stopped")
 	return err
 }
