@@ -147,8 +147,8 @@ type sentCommand struct {
 	payload       []byte
 }
 
-// commandSent is called for every PUBLISH written to a client: a command to the device
-// itself is delivered now (QoS 0) or when acknowledged.
+// commandSent is called for every PUBLISH about to be written to a client: a command to the
+// device itself is delivered now (QoS 0) or when acknowledged.
 func (s *Server) commandSent(cl *mochi.Client, pk packets.Packet) {
 	if s.tracker == nil || cl.Net.Inline || !strings.Contains(pk.TopicName, "/commands/") {
 		return

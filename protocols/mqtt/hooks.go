@@ -229,7 +229,13 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 }
 
 // OnPacketEncode advertises the maximum packet size to MQTT 5 clients (mochi does not).
+//
+// It also records commands before they are written: the device's PUBACK can be read before
+// OnPacketSent runs, and must find the command.
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish {
+		h.s.commandSent(cl, pk)
+	}
 	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < 0x80 && cl.Properties.ProtocolVersion == 5 {
 		pk.Properties.MaximumPacketSize = uint32(h.s.cfg.MaxPacketSize)
 	}
@@ -244,7 +250,6 @@ func (h *hook) OnPacketSent(cl *mochi.Client, pk packets.Packet, _ []byte) {
 		if len(pk.TopicName) == 0 || pk.TopicName[0] != '$' {
 			h.s.deliveries.Inc()
 		}
-		h.s.commandSent(cl, pk)
 	case packets.Suback:
 		if isProvisioning(cl) {
 			h.provisionAfterSuback(cl)
