@@ -496,17 +496,12 @@ func (m *Manager) Delete(ctx context.Context, id string, keepDevices bool) error
 			return err
 		}
 	}
-	deadline := m.now().Add(m.cfg.Lease + 20*time.Second)
-	for {
+	held := func(ctx context.Context) (string, time.Time, bool) {
 		cur, err := m.Get(ctx, id)
-		if err != nil || cur.Owner == "" || m.now().Sub(cur.Heartbeat) > m.cfg.Lease || m.now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return cur.Owner, cur.Heartbeat, err == nil
+	}
+	if err := simulator.WaitReleased(ctx, held, m.cfg.Lease, m.now().Add(m.cfg.Lease+20*time.Second), m.now); err != nil {
+		return err
 	}
 	if !keepDevices {
 		plan := NewPlan(s.Definition, s.Seed)

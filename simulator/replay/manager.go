@@ -554,17 +554,12 @@ func (m *Manager) Delete(ctx context.Context, id string, keepOutput bool) error 
 		}
 	}
 	// Wait for the runner to let go, so that nothing is published after the purge.
-	deadline := m.now().Add(m.cfg.Lease + 2*time.Second)
-	for {
+	held := func(ctx context.Context) (string, time.Time, bool) {
 		cur, err := m.Get(ctx, id)
-		if err != nil || cur.Owner == "" || m.now().Sub(cur.Heartbeat) > m.cfg.Lease || m.now().After(deadline) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+		return cur.Owner, cur.Heartbeat, err == nil
+	}
+	if err := simulator.WaitReleased(ctx, held, m.cfg.Lease, m.now().Add(m.cfg.Lease+2*time.Second), m.now); err != nil {
+		return err
 	}
 	if err := m.kv.Purge(ctx, id); err != nil {
 		return fmt.Errorf("delete replay %s: %w", id, err)
