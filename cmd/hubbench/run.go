@@ -233,11 +233,16 @@ func (b *bench) storedCount(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	info, err := s.Info(ctx)
+	// Only telemetry counts: status events of connecting devices land in the same stream.
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("iot.devices.*.telemetry"))
 	if err != nil {
 		return 0, err
 	}
-	return info.State.Msgs, nil
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n, nil
 }
 
 // waitStored waits until the IOT stream holds target messages or nothing new arrives for 3 s.
