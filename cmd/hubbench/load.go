@@ -16,6 +16,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/udp"
 	"github.com/plgd-dev/go-coap/v3/udp/client"
+
+	"github.com/tributary-iot/tributary/hub/hubproc"
 )
 
 func (b *bench) mqttClient(id, user, pass string) (paho.Client, error) {
@@ -314,8 +316,8 @@ func waitSamples(col *collector, want int) {
 }
 
 // idle opens n MQTT connections that then stay quiet, and measures the hub's RSS growth.
-func (b *bench) idle(ctx context.Context, c *child, n int, rep *Report) error {
-	before, err := c.rssBytes()
+func (b *bench) idle(ctx context.Context, c *hubproc.Child, n int, rep *Report) error {
+	before, err := c.RSS()
 	if err != nil {
 		return err
 	}
@@ -389,7 +391,7 @@ func (b *bench) idle(ctx context.Context, c *child, n int, rep *Report) error {
 		return firstErr
 	}
 	time.Sleep(2 * time.Second) // let the hub's per-connection goroutines settle
-	after, err := c.rssBytes()
+	after, err := c.RSS()
 	if err != nil {
 		return err
 	}

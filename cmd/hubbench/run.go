@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tributary-iot/tributary/hub/hubproc"
 	"github.com/tributary-iot/tributary/streams"
 )
 
@@ -72,25 +73,25 @@ type Latency struct {
 }
 
 func run(ctx context.Context, p params, only string) (*Report, error) {
-	raiseFileLimit()
+	hubproc.RaiseFileLimit()
 	want := func(name string) bool { return only == "" || slices.Contains(strings.Split(only, ","), name) }
-	c, err := startChild(ctx)
+	c, err := hubproc.Start(ctx, "-serve")
 	if err != nil {
 		return nil, err
 	}
-	defer c.stop()
-	nc, err := nats.Connect(c.addrs.NATS)
+	defer c.Stop()
+	nc, err := nats.Connect(c.Addrs.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the hub's NATS: %w", err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
-	tokens, err := createDevices(c.addrs, 100)
+	tokens, err := createDevices(c.Addrs, 100)
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{Params: p}
-	b := &bench{addrs: c.addrs, js: js, tokens: tokens, payload: telemetry128()}
+	b := &bench{addrs: c.Addrs, js: js, tokens: tokens, payload: telemetry128()}
 
 	if want("ceiling") || want("qos0") || want("qos1") || want("coap") {
 		fmt.Fprintln(os.Stderr, "jetstream ceiling...")
@@ -150,7 +151,7 @@ func run(ctx context.Context, p params, only string) (*Report, error) {
 }
 
 type bench struct {
-	addrs   addrs
+	addrs   hubproc.Addrs
 	js      jetstream.JetStream
 	tokens  map[string]string
 	payload []byte
@@ -165,7 +166,7 @@ func telemetry128() []byte {
 	return append(p, '"', '}')
 }
 
-func createDevices(a addrs, n int) (map[string]string, error) {
+func createDevices(a hubproc.Addrs, n int) (map[string]string, error) {
 	tokens := make(map[string]string, n)
 	for i := range n {
 		id := fmt.Sprintf("bench-%03d", i)

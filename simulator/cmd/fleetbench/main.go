@@ -23,9 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -38,7 +36,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/devices"
-	"github.com/tributary-iot/tributary/hub"
+	"github.com/tributary-iot/tributary/hub/hubproc"
 	"github.com/tributary-iot/tributary/simulator"
 	"github.com/tributary-iot/tributary/simulator/fleet"
 	"github.com/tributary-iot/tributary/streams"
@@ -59,13 +57,13 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile here (the hub's: FLEETBENCH_HUB_CPUPROFILE)")
 	flag.Parse()
 	if *serve {
-		if err := serveHub(); err != nil {
+		if err := hubproc.Serve(hubproc.Options{APIKey: apiKey, CPUProfile: os.Getenv("FLEETBENCH_HUB_CPUPROFILE")}); err != nil {
 			fmt.Fprintln(os.Stderr, "fleetbench serve:", err)
 			os.Exit(1)
 		}
 		return
 	}
-	raiseFileLimit()
+	hubproc.RaiseFileLimit()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *cpuProfile != "" {
@@ -140,12 +138,12 @@ type result struct {
 }
 
 func run(ctx context.Context, p params) (result, error) {
-	child, err := startChild(ctx)
+	child, err := hubproc.Start(ctx, "-serve")
 	if err != nil {
 		return result{}, err
 	}
-	defer child.stop()
-	nc, err := nats.Connect(child.addrs.NATS)
+	defer child.Stop()
+	nc, err := nats.Connect(child.Addrs.NATS)
 	if err != nil {
 		return result{}, err
 	}
@@ -180,8 +178,8 @@ func run(ctx context.Context, p params) (result, error) {
 		return result{}, err
 	}
 	runner := fleet.NewRunner(fleet.NewPlan(def, seed), fleet.Options{
-		Endpoints:   fleet.Endpoints{MQTT: child.addrs.MQTT},
-		Provisioner: &apiProvisioner{base: "http://" + child.addrs.HTTP},
+		Endpoints:   fleet.Endpoints{MQTT: child.Addrs.MQTT},
+		Provisioner: &apiProvisioner{base: "http://" + child.Addrs.HTTP},
 		Concurrency: 128,
 		Log:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
@@ -223,7 +221,7 @@ func run(ctx context.Context, p params) (result, error) {
 	res.StoredPerSec = float64(st1-st0) / el
 	res.LagP50Ms, res.LagP99Ms, res.Errors = s1.LagP50Ms, s1.LagP99Ms, s1.Errors
 	res.FleetRSSMB = rssMB(os.Getpid())
-	res.HubRSSMB = rssMB(child.pid)
+	res.HubRSSMB = rssMB(child.PID)
 	res.Sustained = res.SentPerSec >= 0.99*res.Offered && res.StoredPerSec >= 0.99*res.Offered && res.LagP99Ms <= float64(p.maxLag.Milliseconds())
 	cancel()
 	<-done
@@ -285,117 +283,10 @@ func (a *apiProvisioner) Remove(ctx context.Context, fleetName, id string) error
 	return err
 }
 
-// child is the hub under test, in its own process.
-type child struct {
-	cmd   *exec.Cmd
-	addrs addrs
-	pid   int
-	dir   string
-}
-
-type addrs struct{ HTTP, MQTT, NATS string }
-
-func startChild(ctx context.Context) (*child, error) {
-	dir, err := os.MkdirTemp("", "fleetbench-*")
-	if err != nil {
-		return nil, err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, self, "-serve")
-	cmd.Env = append(os.Environ(), "FLEETBENCH_DIR="+dir)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	var a addrs
-	if err := json.NewDecoder(out).Decode(&a); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, fmt.Errorf("child hub did not report its addresses: %w", err)
-	}
-	go io.Copy(io.Discard, out)
-	return &child{cmd: cmd, addrs: a, pid: cmd.Process.Pid, dir: dir}, nil
-}
-
-func (c *child) stop() {
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		c.cmd.Process.Kill()
-		<-done
-	}
-	os.RemoveAll(c.dir)
-}
-
-// serveHub is the child process: a hub on free loopback ports whose addresses go to stdout as
-// one JSON line.
-func serveHub() error {
-	raiseFileLimit()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	dir := os.Getenv("FLEETBENCH_DIR")
-	if dir == "" {
-		return errors.New("FLEETBENCH_DIR not set")
-	}
-	if path := os.Getenv("FLEETBENCH_HUB_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	cfg := hub.Defaults()
-	cfg.DataDir = dir
-	cfg.HTTPAddr, cfg.MQTTAddr, cfg.CoAPAddr, cfg.NATSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.MQTTWSAddr, cfg.CoAPSAddr = "", ""
-	cfg.APIKey = apiKey
-	cfg.LogLevel = "error"
-	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- h.Run(ctx) }()
-	select {
-	case <-h.Ready():
-	case err := <-errc:
-		return err
-	}
-	json.NewEncoder(os.Stdout).Encode(addrs{HTTP: h.HTTPAddr(), MQTT: h.MQTTAddr(), NATS: h.NATSURL()})
-	return <-errc
-}
-
-func raiseFileLimit() {
-	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
-		l.Cur = l.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-	}
-}
-
 func rssMB(pid int) float64 {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	b, err := hubproc.RSS(pid)
 	if err != nil {
 		return 0
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.Fields(v)[0], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+	return float64(b) / (1 << 20)
 }
