@@ -141,31 +141,10 @@ func (h *ruleHandlers) stats(w http.ResponseWriter, r *http.Request) {
 // results answers ?from=&to= (RFC 3339, Unix milliseconds, or a negative duration relative to
 // now such as -1h), ?limit= and ?after= (the "next" of the previous page).
 func (h *ruleHandlers) results(w http.ResponseWriter, r *http.Request) {
-	qv := r.URL.Query()
-	var q rules.ResultsQuery
-	now := time.Now()
-	var err error
-	if q.From, err = parseRuleTime("from", qv.Get("from"), now); err != nil {
+	q, err := readResultsQuery(r, "from")
+	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
-	}
-	if q.To, err = parseRuleTime("to", qv.Get("to"), now); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	if s := qv.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > rules.MaxResults {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want a whole number from 1 to %d, got %q", rules.MaxResults, s))
-			return
-		}
-		q.Limit = n
-	}
-	if s := qv.Get("after"); s != "" {
-		if q.After, err = strconv.ParseUint(s, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("after: want a stream sequence (the next of the previous page), got %q", s))
-			return
-		}
 	}
 	page, err := h.rs.Results(r.Context(), r.PathValue("name"), q)
 	if err != nil {
@@ -173,6 +152,35 @@ func (h *ruleHandlers) results(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// readResultsQuery reads ?<from>= (from, or since for canaries) and ?to= (RFC 3339, Unix
+// milliseconds, or a negative duration relative to now such as -1h), ?limit= and ?after= (the
+// "next" of the previous page).
+func readResultsQuery(r *http.Request, from string) (rules.ResultsQuery, error) {
+	qv := r.URL.Query()
+	var q rules.ResultsQuery
+	now := time.Now()
+	var err error
+	if q.From, err = parseRuleTime(from, qv.Get(from), now); err != nil {
+		return q, err
+	}
+	if q.To, err = parseRuleTime("to", qv.Get("to"), now); err != nil {
+		return q, err
+	}
+	if s := qv.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > rules.MaxResults {
+			return q, fmt.Errorf("limit: want a whole number from 1 to %d, got %q", rules.MaxResults, s)
+		}
+		q.Limit = n
+	}
+	if s := qv.Get("after"); s != "" {
+		if q.After, err = strconv.ParseUint(s, 10, 64); err != nil {
+			return q, fmt.Errorf("after: want a stream sequence (the next of the previous page), got %q", s)
+		}
+	}
+	return q, nil
 }
 
 func parseRuleTime(field, s string, now time.Time) (time.Time, error) {

@@ -142,7 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		APIKey:   h.apiKey,
 		Ready:    h.readiness,
 		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
-			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log),
+			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log), api.CanaryRoutes(h.rules, log),
 			api.BacktestRoutes(rules.NewBacktester(h.rules, resolver), log),
 			deviceRoutes(h.devmgr, h.mqtt, h.coap, log)},
 		ReadyDetail: h.readyDetail,

@@ -39,6 +39,8 @@ type Spec struct {
 	// Start says where a new rule (or one whose state starts over) begins reading: "now"
 	// (default), "earliest" (everything still in the stream) or an RFC 3339 time.
 	Start string `json:"start,omitempty"`
+	// Canary, when set, makes the rule a canary (canary.go): SQL is derived from it.
+	Canary *CanaryDef `json:"canary,omitempty"`
 }
 
 // Output kinds.
@@ -162,6 +164,7 @@ type compiled struct {
 	alert  bool
 	fp     string
 	idTail string // "@" + part of fp: appended to every message ID the rule publishes
+	canary *CanaryDef
 }
 
 // havingColumn carries the outcome of HAVING, so the runner sees windows that fail it too
@@ -172,6 +175,11 @@ const havingColumn = "\x00having"
 func compile(spec *Spec) (*compiled, error) {
 	if !sql.ValidRuleName(spec.Name) {
 		return nil, invalidf("name", fmt.Sprintf("%q: use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit", spec.Name))
+	}
+	if spec.Canary != nil {
+		if err := prepareCanary(spec); err != nil {
+			return nil, err
+		}
 	}
 	if strings.TrimSpace(spec.SQL) == "" {
 		return nil, invalidf("sql", "the query is empty")
@@ -184,7 +192,7 @@ func compile(spec *Spec) (*compiled, error) {
 		}
 		return nil, invalid("sql", err)
 	}
-	c := &compiled{rule: r, alert: r.Plan.Having != nil}
+	c := &compiled{rule: r, alert: r.Plan.Having != nil || spec.Canary != nil} // a canary alerts on a failing verdict
 	c.opts = window.Options{
 		Lateness:    dur(spec.Lateness, DefaultLateness),
 		IdleTimeout: dur(spec.IdleTimeout, DefaultIdleTimeout),
@@ -237,6 +245,9 @@ func compile(spec *Spec) (*compiled, error) {
 	}
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s|%d|%d|%d", plan.Fingerprint, c.opts.Lateness, c.opts.IdleTimeout, c.opts.MaxFuture))
 	c.fp = hex.EncodeToString(sum[:8])
+	if spec.Canary != nil {
+		c.canary, c.fp = spec.Canary, spec.Canary.fingerprint(c.fp)
+	}
 	c.idTail = "@" + c.fp[:8]
 	return c, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tributary-iot/tributary/canary"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/window"
@@ -82,6 +83,7 @@ type runner struct {
 	fired                     map[string]bool
 	results, notified, failed uint64
 	lastResult                *Result
+	canaryHist                []canary.Outcome
 	notifies                  bool
 	outSubjects               []string
 
@@ -222,10 +224,8 @@ func (r *runner) run(ctx context.Context) (err error) {
 			if r.c.opts.IdleTimeout > 0 && r.caughtUp() {
 				at := now.Add(-r.m.cfg.Slack)
 				res := r.eng.Advance(at)
-				for i := range res {
-					if err := r.emit(ctx, res[i], at); err != nil {
-						return r.stop(ctx, err)
-					}
+				if err := r.emitAll(ctx, res, at); err != nil {
+					return r.stop(ctx, err)
 				}
 				if len(res) > 0 {
 					r.dirty = true
@@ -309,6 +309,7 @@ func (r *runner) restore(ctx context.Context) error {
 		r.fired[k] = true
 	}
 	r.results, r.notified, r.failed, r.lastResult = ck.Results, ck.Alerts, ck.Failed, ck.LastResult
+	r.canaryHist = ck.Canary
 	r.prevEng = r.eng.Stats()
 	r.pub.outSeq = ck.OutSeq
 
@@ -415,10 +416,8 @@ func (r *runner) process(ctx context.Context, it *item) error {
 				return err
 			}
 		}
-		for j := range res {
-			if err := r.emit(ctx, res[j], it.events[i].Received); err != nil {
-				return err
-			}
+		if err := r.emitAll(ctx, res, it.events[i].Received); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -463,6 +462,12 @@ func (r *runner) emit(ctx context.Context, res window.Result, recv time.Time) er
 	} else {
 		r.failed++
 	}
+	return r.notify(ctx, res.ID, res.GroupKey, device, res.Time, recv, &body, pass)
+}
+
+// notify sends the notifications the rule's notify mode calls for, for a closed window of
+// group groupKey whose condition (HAVING, or a canary's failing verdict) holds or not.
+func (r *runner) notify(ctx context.Context, id, groupKey, device string, at, recv time.Time, body *Result, pass bool) error {
 	if !r.notifies {
 		return nil
 	}
@@ -472,32 +477,32 @@ func (r *runner) emit(ctx context.Context, res window.Result, recv time.Time) er
 		if !pass {
 			return nil
 		}
-	case pass && !r.fired[res.GroupKey]:
-		r.fired[res.GroupKey] = true
+	case pass && !r.fired[groupKey]:
+		r.fired[groupKey] = true
 		state = "fired"
-	case !pass && r.fired[res.GroupKey]:
-		delete(r.fired, res.GroupKey)
+	case !pass && r.fired[groupKey]:
+		delete(r.fired, groupKey)
 		state = "cleared"
 	default:
 		return nil
 	}
-	note := body
+	note := *body
 	note.State = state
-	base := res.ID + "/" + cmpOr(state, "alert")
-	if err := r.send(ctx, r.own+"alerts", base+r.c.idTail, device, res.Time, recv, &note); err != nil {
+	base := id + "/" + cmpOr(state, "alert")
+	if err := r.send(ctx, r.own+"alerts", base+r.c.idTail, device, at, recv, &note); err != nil {
 		return err
 	}
 	for _, o := range r.rule.Outputs {
 		switch o.Kind {
 		case OutputMQTT:
-			if err := r.send(ctx, o.Topic, base+"|"+o.Topic+r.c.idTail, device, res.Time, recv, &note); err != nil {
+			if err := r.send(ctx, o.Topic, base+"|"+o.Topic+r.c.idTail, device, at, recv, &note); err != nil {
 				return err
 			}
 		case OutputCommand:
 			if device == "" {
 				continue // the group has no device to command
 			}
-			if err := r.sendCommand(ctx, o.Command, base+"|cmd:"+o.Command+r.c.idTail, device, res.Time, recv, &note); err != nil {
+			if err := r.sendCommand(ctx, o.Command, base+"|cmd:"+o.Command+r.c.idTail, device, at, recv, &note); err != nil {
 				return err
 			}
 		}
@@ -566,7 +571,7 @@ func (r *runner) checkpoint(ctx context.Context) error {
 		Incarnation: r.rule.Incarnation, Fingerprint: r.c.fp,
 		LastSeq: r.next - 1, OutSeq: r.pub.outSeq,
 		Fired:   slices.Sorted(maps.Keys(r.fired)),
-		Results: r.results, Alerts: r.notified, Failed: r.failed, LastResult: r.lastResult,
+		Results: r.results, Alerts: r.notified, Failed: r.failed, LastResult: r.lastResult, Canary: r.canaryHist,
 		SavedAt: time.Now().UTC(), Engine: snap,
 	}
 	data, err := ck.encode()

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/canary"
 )
 
 // Bucket names.
@@ -24,17 +26,19 @@ const (
 
 // checkpoint is a rule's state at a point of its input.
 type checkpoint struct {
-	Incarnation string    `json:"incarnation"`
-	Fingerprint string    `json:"fingerprint"`
-	LastSeq     uint64    `json:"last_seq"` // input processed through this stream sequence
-	OutSeq      uint64    `json:"out_seq"`  // newest acknowledged output
-	Fired       []string  `json:"fired,omitempty"`
-	Results     uint64    `json:"results"`
-	Alerts      uint64    `json:"alerts"`
-	Failed      uint64    `json:"having_failed"`
-	LastResult  *Result   `json:"last_result,omitempty"`
-	SavedAt     time.Time `json:"saved_at"`
-	Engine      []byte    `json:"-"`
+	Incarnation string   `json:"incarnation"`
+	Fingerprint string   `json:"fingerprint"`
+	LastSeq     uint64   `json:"last_seq"` // input processed through this stream sequence
+	OutSeq      uint64   `json:"out_seq"`  // newest acknowledged output
+	Fired       []string `json:"fired,omitempty"`
+	Results     uint64   `json:"results"`
+	Alerts      uint64   `json:"alerts"`
+	Failed      uint64   `json:"having_failed"`
+	LastResult  *Result  `json:"last_result,omitempty"`
+	// Canary is a canary's verdict history: the latest conclusive intervals.
+	Canary  []canary.Outcome `json:"canary,omitempty"`
+	SavedAt time.Time        `json:"saved_at"`
+	Engine  []byte           `json:"-"`
 }
 
 func (c *checkpoint) encode() ([]byte, error) {

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/tributary-iot/tributary/rules"
+)
+
+// Canaries keeps canaries, a kind of rule (rules/canary.go). *rules.Manager satisfies it.
+type Canaries interface {
+	CreateCanary(ctx context.Context, spec rules.CanarySpec) (rules.Canary, error)
+	GetCanary(ctx context.Context, name string) (rules.Canary, error)
+	ListCanaries(ctx context.Context) ([]rules.Canary, error)
+	DeleteCanary(ctx context.Context, name string) error
+	CanaryResults(ctx context.Context, name string, q rules.ResultsQuery) (rules.ResultsPage, error)
+}
+
+// CanaryRoutes registers /api/v1/canaries; pass it in Deps.Extra.
+func CanaryRoutes(cs Canaries, log interface{ Error(string, ...any) }) func(*Router) {
+	h := &canaryHandlers{cs: cs, rh: &ruleHandlers{log: log}}
+	return func(r *Router) {
+		r.Handle("POST /api/v1/canaries", h.create)
+		r.Handle("GET /api/v1/canaries", h.list)
+		r.Handle("GET /api/v1/canaries/{name}", h.get)
+		r.Handle("DELETE /api/v1/canaries/{name}", h.delete)
+		r.Handle("GET /api/v1/canaries/{name}/results", h.results)
+	}
+}
+
+type canaryHandlers struct {
+	cs Canaries
+	rh *ruleHandlers // for its error mapping
+}
+
+func (h *canaryHandlers) create(w http.ResponseWriter, r *http.Request) {
+	// A GET answer (with the derived sql, latest, ...) is accepted: derived fields are ignored.
+	var body rules.Canary
+	if err := decodeJSON(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	c, err := h.cs.CreateCanary(r.Context(), body.CanarySpec)
+	if err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/canaries/"+c.Name)
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (h *canaryHandlers) list(w http.ResponseWriter, r *http.Request) {
+	list, err := h.cs.ListCanaries(r.Context())
+	if err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"canaries": list})
+}
+
+func (h *canaryHandlers) get(w http.ResponseWriter, r *http.Request) {
+	c, err := h.cs.GetCanary(r.Context(), r.PathValue("name"))
+	if err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (h *canaryHandlers) delete(w http.ResponseWriter, r *http.Request) {
+	if err := h.cs.DeleteCanary(r.Context(), r.PathValue("name")); err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// results answers ?since= (or from=), ?to=, ?limit= and ?after=, as a rule's results do.
+func (h *canaryHandlers) results(w http.ResponseWriter, r *http.Request) {
+	from := "since"
+	if r.URL.Query().Get("since") == "" {
+		from = "from"
+	}
+	q, err := readResultsQuery(r, from)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	page, err := h.cs.CanaryResults(r.Context(), r.PathValue("name"), q)
+	if err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}

@@ -1,0 +1,126 @@
+package rules
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/tributary-iot/tributary/canary"
+	"github.com/tributary-iot/tributary/streams/window"
+)
+
+// emitAll handles the windows closed by one event or clock tick.
+func (r *runner) emitAll(ctx context.Context, res []window.Result, recv time.Time) error {
+	if r.c.canary != nil {
+		return r.emitCanary(ctx, res, recv)
+	}
+	for i := range res {
+		if err := r.emit(ctx, res[i], recv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emitCanary scores the intervals that closed. The engine closes every device's row of a
+// window in the same call (the watermark is per rule), so res holds whole intervals: rows
+// sorted by window end, then start.
+func (r *runner) emitCanary(ctx context.Context, res []window.Result, recv time.Time) error {
+	for i := 0; i < len(res); {
+		j := i + 1
+		for j < len(res) && res[j].WindowStart.Equal(res[i].WindowStart) && res[j].WindowEnd.Equal(res[i].WindowEnd) {
+			j++
+		}
+		if err := r.scoreInterval(ctx, res[i:j], recv); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// canaryGroups splits an interval's per-device rows into the canary and control groups.
+// Devices matching both selectors are left out of both and counted.
+func canaryGroups(d *CanaryDef, rows []window.Result) (can, ctl canary.Group, overlap int) {
+	can.Metrics = make([][]canary.Unit, len(d.Metrics))
+	ctl.Metrics = make([][]canary.Unit, len(d.Metrics))
+	seen := map[string]int{} // device → 1 canary, 2 control, 3 both
+	for _, row := range rows {
+		inC, inK := d.Canary.match(row.Group), d.Control.match(row.Group)
+		id, _ := row.Group["device"].(string)
+		var g *canary.Group
+		switch {
+		case inC && inK:
+			seen[id] |= 3
+			continue
+		case inC:
+			seen[id] |= 1
+			g = &can
+		case inK:
+			seen[id] |= 2
+			g = &ctl
+		default:
+			continue
+		}
+		for i := range d.Metrics {
+			mean, ok := row.Values["m"+strconv.Itoa(i)+"_mean"].(float64)
+			n, _ := row.Values["m"+strconv.Itoa(i)+"_n"].(float64)
+			if ok && n > 0 {
+				g.Metrics[i] = append(g.Metrics[i], canary.Unit{Mean: mean, N: int(n)})
+			}
+		}
+	}
+	for _, s := range seen {
+		switch s {
+		case 1:
+			can.Devices++
+		case 2:
+			ctl.Devices++
+		default:
+			overlap++
+		}
+	}
+	return can, ctl, overlap
+}
+
+// scoreInterval publishes one interval's result and the alerts its verdict calls for.
+func (r *runner) scoreInterval(ctx context.Context, rows []window.Result, recv time.Time) error {
+	d := r.c.canary
+	can, ctl, overlap := canaryGroups(d, rows)
+	iv := canary.Evaluate(&d.Config, can, ctl)
+	if overlap > 0 {
+		iv.Warnings = append(iv.Warnings, fmt.Sprintf("%d devices match both canary_group and control_group and are left out of both", overlap))
+	}
+	r.canaryHist = canary.Record(&d.Config, r.canaryHist, iv)
+	v := canary.Judge(&d.Config, r.canaryHist)
+
+	first := rows[0]
+	id := r.rule.Name + "/" + strconv.FormatInt(first.WindowStart.UnixNano(), 10) + "-" + strconv.FormatInt(first.WindowEnd.UnixNano(), 10) + "/canary"
+	values := map[string]any{
+		"status": iv.Status, "pass": iv.Pass, "score": iv.Score, "threshold": *d.Threshold,
+		"canary_devices": iv.CanaryDevices, "control_devices": iv.ControlDevices,
+		"verdict": v.Status, "verdict_score": v.Score, "verdict_intervals": v.Intervals, "verdict_passed": v.Passed,
+		"metrics": iv.Metrics, "warnings": iv.Warnings, "warning_count": len(iv.Warnings),
+	}
+	// Flat per-metric values, so InfluxDB (which stores scalars) gets them too.
+	for _, m := range iv.Metrics {
+		values[m.Field+".class"] = string(m.Class)
+		if m.CanaryMean != nil {
+			values[m.Field+".canary_mean"] = *m.CanaryMean
+			values[m.Field+".control_mean"] = *m.ControlMean
+		}
+	}
+	body := Result{Rule: r.rule.Name, ID: id, Group: map[string]any{}, GroupKey: "[]",
+		WindowStart: first.WindowStart, WindowEnd: first.WindowEnd, Values: values}
+	if err := r.send(ctx, r.own+"results", id+r.c.idTail, "", first.Time, recv, &body); err != nil {
+		return err
+	}
+	r.results++
+	r.met.results.Inc()
+	r.lastResult = &body
+	if iv.Status == canary.StatusInconclusive {
+		return nil // no new evidence: neither fire nor clear
+	}
+	return r.notify(ctx, id, body.GroupKey, "", first.Time, recv, &body, v.Status == canary.StatusFail)
+}
