@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/tributary-iot/tributary/tlsconf"
 )
 
 // Config is everything hubd can be told; cmd/hubd fills it from flags, HUB_* environment
@@ -34,6 +36,18 @@ type Config struct {
 
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
+
+	// TLS listeners, served only when TLSCert and TLSKey are set ("" turns one off).
+	HTTPSAddr   string `yaml:"https_addr"`
+	MQTTSAddr   string `yaml:"mqtts_addr"`
+	MQTTWSSAddr string `yaml:"mqtt_wss_addr"`
+	// TLSCert and TLSKey are PEM files, re-read when they change; TLSClientCA is a PEM bundle
+	// of the CAs that sign device client certificates ("": no client certificates).
+	TLSCert     string `yaml:"tls_cert"`
+	TLSKey      string `yaml:"tls_key"`
+	TLSClientCA string `yaml:"tls_client_ca"`
+	// TLSReloadInterval is how often the TLS files are checked for changes.
+	TLSReloadInterval time.Duration `yaml:"tls_reload_interval"`
 }
 
 // Defaults returns the configuration of a hub started with no flags.
@@ -51,7 +65,17 @@ func Defaults() Config {
 		MaxPayload:   256 << 10,
 		LogLevel:     "info",
 		LogFormat:    "text",
+
+		HTTPSAddr:         ":8443",
+		MQTTSAddr:         ":8883",
+		MQTTWSSAddr:       ":8084",
+		TLSReloadInterval: tlsconf.DefaultReloadInterval,
 	}
+}
+
+// tlsConfig is the TLS part of c.
+func (c Config) tlsConfig() tlsconf.Config {
+	return tlsconf.Config{CertFile: c.TLSCert, KeyFile: c.TLSKey, ClientCAFile: c.TLSClientCA, ReloadInterval: c.TLSReloadInterval}
 }
 
 // Validate names the first setting that is wrong.
@@ -62,6 +86,7 @@ func (c Config) Validate() error {
 	for _, a := range []struct{ name, addr string }{
 		{"http-addr", c.HTTPAddr}, {"mqtt-addr", c.MQTTAddr}, {"mqtt-ws-addr", c.MQTTWSAddr},
 		{"coap-addr", c.CoAPAddr}, {"coaps-addr", c.CoAPSAddr}, {"nats-addr", c.NATSAddr},
+		{"https-addr", c.HTTPSAddr}, {"mqtts-addr", c.MQTTSAddr}, {"mqtt-wss-addr", c.MQTTWSSAddr},
 	} {
 		if a.addr == "" {
 			if a.name == "http-addr" || a.name == "mqtt-addr" || a.name == "coap-addr" {
@@ -88,6 +113,9 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("log-format: want text or json, got %q", c.LogFormat)
+	}
+	if err := c.tlsConfig().Validate(); err != nil {
+		return err
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("replicas: want 0..5, got %d", c.Replicas)

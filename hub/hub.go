@@ -26,6 +26,7 @@ import (
 	"github.com/tributary-iot/tributary/simulator/replay"
 	"github.com/tributary-iot/tributary/simulator/scenario"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/tlsconf"
 	"github.com/tributary-iot/tributary/tsdb"
 )
 
@@ -51,6 +52,12 @@ type Hub struct {
 
 	httpLn net.Listener
 	http   *http.Server
+
+	// tls holds the certificate files' current contents; nil without --tls-cert. httpsLn and
+	// https serve the same handler as http over TLS (nil when off).
+	tls     *tlsconf.Store
+	httpsLn net.Listener
+	https   *http.Server
 
 	ready chan struct{}
 
@@ -95,7 +102,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	}
 	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
 	creds := credentials{devices: h.registry, apiKey: h.apiKey}
-	if h.mqtt, err = mqtt.New(mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
+	mqttCfg := mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}
+	if cfg.tlsConfig().Enabled() {
+		if h.tls, err = tlsconf.New(cfg.tlsConfig(), log); err != nil {
+			return nil, err
+		}
+		mqttCfg.TLSAddr, mqttCfg.WSSAddr, mqttCfg.TLSConfig = cfg.MQTTSAddr, cfg.MQTTWSSAddr, h.tls.DeviceConfig()
+	}
+	if h.mqtt, err = mqtt.New(mqttCfg, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
 		return nil, err
 	}
 	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
@@ -151,6 +165,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
 	}
 	h.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	if h.tls != nil && cfg.HTTPSAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPSAddr)
+		if err != nil {
+			return nil, fmt.Errorf("https-addr %s: %w", cfg.HTTPSAddr, err)
+		}
+		h.httpsLn = tlsconf.NewListener(ln, h.tls.ServerConfig(), "https", 10*time.Second, log)
+		h.https = &http.Server{Handler: h.http.Handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: h.http.ErrorLog}
+	}
 	return h, nil
 }
 
@@ -185,6 +207,24 @@ func (h *Hub) Run(ctx context.Context) error {
 		defer cancel()
 		return h.http.Shutdown(sctx)
 	})
+	if h.tls != nil {
+		g.Go(func() error { return h.tls.Run(gctx) })
+	}
+	if h.https != nil {
+		g.Go(func() error {
+			err := h.https.Serve(h.httpsLn)
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("https: %w", err)
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return h.https.Shutdown(sctx)
+		})
+	}
 	g.Go(func() error {
 		for _, c := range []<-chan struct{}{h.mqtt.Ready(), h.coap.Ready()} {
 			select {
@@ -194,7 +234,8 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 		}
 		close(h.ready)
-		h.log.Info("hub ready", "http", h.HTTPAddr(), "mqtt", h.mqtt.Addr(), "mqtt_ws", h.mqtt.WSAddr(),
+		h.log.Info("hub ready", "http", h.HTTPAddr(), "https", h.HTTPSAddr(), "mqtt", h.mqtt.Addr(), "mqtt_ws", h.mqtt.WSAddr(),
+			"mqtts", h.mqtt.TLSAddr(), "mqtt_wss", h.mqtt.WSSAddr(),
 			"coap", h.coap.Addr(), "coaps", h.coap.DTLSAddr(), "nats", h.bus.ClientURL())
 		return nil
 	})
@@ -209,6 +250,9 @@ func (h *Hub) Run(ctx context.Context) error {
 func (h *Hub) close() {
 	if h.httpLn != nil {
 		h.httpLn.Close()
+	}
+	if h.httpsLn != nil {
+		h.httpsLn.Close()
 	}
 	if h.bus != nil {
 		h.bus.Close()
@@ -258,6 +302,16 @@ func (h *Hub) CoAPAddr() string   { return h.coap.Addr() }
 func (h *Hub) CoAPSAddr() string  { return h.coap.DTLSAddr() }
 func (h *Hub) NATSURL() string    { return h.bus.ClientURL() }
 
+// TLS addresses, valid after Ready; "" when off.
+func (h *Hub) MQTTSAddr() string   { return h.mqtt.TLSAddr() }
+func (h *Hub) MQTTWSSAddr() string { return h.mqtt.WSSAddr() }
+func (h *Hub) HTTPSAddr() string {
+	if h.httpsLn == nil {
+		return ""
+	}
+	return h.httpsLn.Addr().String()
+}
+
 // APIKey is the admin key in force.
 func (h *Hub) APIKey() string { return h.apiKey }
 
@@ -277,6 +331,10 @@ func (c credentials) AuthenticateApp(_ context.Context, key string) error {
 	}
 	return nil
 }
+
+// DeviceExists lets devices log in with a TLS client certificate naming them (see
+// protocols/mqtt, protocols/coap).
+func (c credentials) DeviceExists(id string) bool { return c.devices.Exists(id) }
 
 // DevicePSK is the device's DTLS pre-shared key (see protocols/coap).
 func (c credentials) DevicePSK(id string) ([]byte, bool) { return c.devices.DevicePSK(id) }

@@ -40,6 +40,13 @@ func loadConfig(args []string, getenv func(string) string) (hub.Config, error) {
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of streams and KV buckets (0: 1 embedded)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.StringVar(&cfg.HTTPSAddr, "https-addr", cfg.HTTPSAddr, "HTTPS for the API and dashboard, served with --tls-cert (empty: off)")
+	fs.StringVar(&cfg.MQTTSAddr, "mqtts-addr", cfg.MQTTSAddr, "MQTT over TLS, served with --tls-cert (empty: off)")
+	fs.StringVar(&cfg.MQTTWSSAddr, "mqtt-wss-addr", cfg.MQTTWSSAddr, "MQTT over secure WebSocket, served with --tls-cert (empty: off)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate chain for the TLS listeners; re-read when it changes (empty: no TLS)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key of --tls-cert")
+	fs.StringVar(&cfg.TLSClientCA, "tls-client-ca", cfg.TLSClientCA, "PEM bundle of CAs signing device client certificates (CN or SAN = device ID); empty: tokens only")
+	fs.DurationVar(&cfg.TLSReloadInterval, "tls-reload-interval", cfg.TLSReloadInterval, "how often the TLS files are checked for changes")
 
 	usage := func() string {
 		var b bytes.Buffer

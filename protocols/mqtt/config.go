@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +18,15 @@ type Config struct {
 	// WSAddr is the MQTT-over-WebSocket listener ("" = off). Any path is served, with
 	// subprotocol "mqtt"; any Origin is accepted (clients authenticate with MQTT credentials).
 	WSAddr string `yaml:"mqtt_ws_addr" json:"mqtt_ws_addr"`
+	// TLSAddr is the MQTT over TLS listener ("" = off), served only when TLSConfig is set.
+	TLSAddr string `yaml:"mqtts_addr" json:"mqtts_addr"`
+	// WSSAddr is the MQTT over secure WebSocket listener ("" = off), served only when TLSConfig
+	// is set.
+	WSSAddr string `yaml:"mqtt_wss_addr" json:"mqtt_wss_addr"`
+	// TLSConfig serves TLSAddr and WSSAddr (see tlsconf.Store.DeviceConfig). When it asks for
+	// client certificates, a device presenting a verified one is authenticated as the device
+	// the certificate names, without a token (the Authenticator must implement DeviceExists).
+	TLSConfig *tls.Config `yaml:"-" json:"-"`
 
 	// MaxPacketSize is the largest MQTT packet the broker reads, in bytes; a larger one closes the
 	// connection. It is advertised to MQTT 5 clients in the CONNACK. Default: the ingest payload
@@ -104,6 +114,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.WSAddr != "" && c.WSAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0"):
 		return fmt.Errorf("mqtt: mqtt_ws_addr %q must differ from mqtt_addr", c.WSAddr)
+	case c.TLSConfig != nil && c.TLSAddr != "" && (c.TLSAddr == c.Addr || c.TLSAddr == c.WSAddr) && !strings.HasSuffix(c.TLSAddr, ":0"):
+		return fmt.Errorf("mqtt: mqtts_addr %q must differ from mqtt_addr and mqtt_ws_addr", c.TLSAddr)
+	case c.TLSConfig != nil && c.WSSAddr != "" && (c.WSSAddr == c.Addr || c.WSSAddr == c.WSAddr || c.WSSAddr == c.TLSAddr) && !strings.HasSuffix(c.WSSAddr, ":0"):
+		return fmt.Errorf("mqtt: mqtt_wss_addr %q must differ from the other MQTT listeners", c.WSSAddr)
 	case c.MaxPacketSize != 0 && (c.MaxPacketSize < 1024 || c.MaxPacketSize > maxMQTTPacket):
 		return fmt.Errorf("mqtt: mqtt_max_packet_size %d out of range 1024..%d", c.MaxPacketSize, maxMQTTPacket)
 	case c.MaxClients < 0:

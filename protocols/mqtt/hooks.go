@@ -46,15 +46,20 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
 	user := string(pk.Connect.Username)
-	var err error
-	switch user {
-	case "":
-		err = errors.New("no username: devices connect with their ID and token, applications with username app and an API key")
-	case protocols.AppUsername:
+	certID, err := s.certDevice(cl, user)
+	switch {
+	case err != nil:
+	case certID != "":
+		// Authenticated by its TLS client certificate: no token needed.
+		user = certID
+		cl.Properties.Username = []byte(certID)
+	case user == "":
+		err = errors.New("no username: devices connect with their ID and token (or a client certificate over TLS), applications with username app and an API key")
+	case user == protocols.AppUsername:
 		if err = s.auth.AuthenticateApp(ctx, string(pk.Connect.Password)); err != nil {
 			err = errors.New("wrong API key")
 		}
-	case devices.ProvisionID:
+	case user == devices.ProvisionID:
 		if err := h.connectProvisioning(ctx, cl, pk); err != nil {
 			return err
 		}
@@ -68,7 +73,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	}
 	// A session belongs to one identity: without this, anyone could take over another client's
 	// persistent session, subscriptions included, by connecting with its client ID.
-	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, pk.Connect.Username) {
+	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, cl.Properties.Username) {
 		return h.refuse(ctx, cl, user, packets.ErrClientIdentifierNotValid, "client ID in use by another identity")
 	}
 	if user == devices.ProvisionID {

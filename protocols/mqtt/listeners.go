@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/tributary-iot/tributary/tlsconf"
 )
 
 // The adapter brings its own mochi listeners instead of listeners.NewTCP / NewWebsocket, so that
@@ -71,9 +74,10 @@ func serveConn(id string, c net.Conn, connectTimeout time.Duration, establish li
 	}
 }
 
-// tcpListener serves MQTT over TCP.
+// tcpListener serves MQTT over TCP, or over TLS with tlsConfig.
 type tcpListener struct {
 	id, address    string
+	tlsConfig      *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
 	ln             net.Listener
@@ -94,12 +98,22 @@ func (l *tcpListener) Address() string {
 }
 
 func (l *tcpListener) Init(*slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
+	ln, err := listen(l.address, l.id, l.tlsConfig, l.connectTimeout, l.log)
 	if err != nil {
 		return err
 	}
 	l.ln = ln
 	return nil
+}
+
+// listen binds address; with cfg, connections are TLS and handshaken before Accept returns
+// them (failures counted and logged by tlsconf as listener "mqtt-"+id).
+func listen(address, id string, cfg *tls.Config, timeout time.Duration, log *slog.Logger) (net.Listener, error) {
+	ln, err := net.Listen("tcp", address)
+	if err != nil || cfg == nil {
+		return ln, err
+	}
+	return tlsconf.NewListener(ln, cfg, "mqtt-"+id, timeout, log), nil
 }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
@@ -141,9 +155,11 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.conns.closeAll()
 }
 
-// wsListener serves MQTT over WebSocket on any path, subprotocol "mqtt".
+// wsListener serves MQTT over WebSocket on any path, subprotocol "mqtt"; over TLS with
+// tlsConfig.
 type wsListener struct {
 	id, address    string
+	tlsConfig      *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
 	ln             net.Listener
@@ -172,7 +188,7 @@ func (l *wsListener) Address() string {
 }
 
 func (l *wsListener) Init(*slog.Logger) error {
-	ln, err := net.Listen("tcp", l.address)
+	ln, err := listen(l.address, l.id, l.tlsConfig, l.connectTimeout, l.log)
 	if err != nil {
 		return err
 	}
@@ -195,7 +211,7 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws}
+	c := &wsConn{Conn: ws.UnderlyingConn(), ws: ws, tls: r.TLS}
 	if !l.conns.add(c) {
 		_ = c.Close()
 		return
@@ -225,8 +241,18 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 // Deadlines and Close act on the underlying connection.
 type wsConn struct {
 	net.Conn
-	ws *websocket.Conn
-	r  io.Reader // the current message, nil between messages
+	ws  *websocket.Conn
+	r   io.Reader            // the current message, nil between messages
+	tls *tls.ConnectionState // nil over plain HTTP
+}
+
+// ConnectionState is the TLS state of a secure WebSocket (zero over plain HTTP), for
+// authentication by client certificate.
+func (c *wsConn) ConnectionState() tls.ConnectionState {
+	if c.tls == nil {
+		return tls.ConnectionState{}
+	}
+	return *c.tls
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {

@@ -72,7 +72,9 @@ type Server struct {
 	broker *mochi.Server
 	inline *mochi.Client // publishes the fan-out; its publishes skip ACL checks and ingest
 	tcp    *tcpListener
-	ws     *wsListener // nil when WSAddr is ""
+	ws     *wsListener  // nil when WSAddr is ""
+	tls    *tcpListener // MQTT over TLS; nil without TLSConfig or TLSAddr
+	wss    *wsListener  // MQTT over secure WebSocket; nil without TLSConfig or WSSAddr
 
 	started atomic.Bool
 	ready   chan struct{}
@@ -170,6 +172,12 @@ func New(cfg Config, in Ingester, auth protocols.Authenticator, sub Subscriber, 
 	if cfg.WSAddr != "" {
 		s.ws = &wsListener{id: "ws", address: cfg.WSAddr, connectTimeout: cfg.ConnectTimeout, log: log}
 	}
+	if cfg.TLSConfig != nil && cfg.TLSAddr != "" {
+		s.tls = &tcpListener{id: "tls", address: cfg.TLSAddr, tlsConfig: cfg.TLSConfig, connectTimeout: cfg.ConnectTimeout, log: log}
+	}
+	if cfg.TLSConfig != nil && cfg.WSSAddr != "" {
+		s.wss = &wsListener{id: "wss", address: cfg.WSSAddr, tlsConfig: cfg.TLSConfig, connectTimeout: cfg.ConnectTimeout, log: log}
+	}
 	return s, nil
 }
 
@@ -191,6 +199,22 @@ func (s *Server) WSAddr() string {
 		return ""
 	}
 	return s.ws.Address()
+}
+
+// TLSAddr is the MQTT over TLS listener's bound address ("" before Ready or when it is off).
+func (s *Server) TLSAddr() string {
+	if s.tls == nil || !s.isReady() {
+		return ""
+	}
+	return s.tls.Address()
+}
+
+// WSSAddr is the secure WebSocket listener's bound address ("" before Ready or when it is off).
+func (s *Server) WSSAddr() string {
+	if s.wss == nil || !s.isReady() {
+		return ""
+	}
+	return s.wss.Address()
 }
 
 func (s *Server) isReady() bool {
@@ -224,6 +248,18 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("mqtt: websocket listen on %s: %w", s.cfg.WSAddr, err)
 		}
 	}
+	if s.tls != nil {
+		if err := s.broker.AddListener(s.tls); err != nil {
+			s.broker.Close()
+			return fmt.Errorf("mqtt: TLS listen on %s: %w", s.cfg.TLSAddr, err)
+		}
+	}
+	if s.wss != nil {
+		if err := s.broker.AddListener(s.wss); err != nil {
+			s.broker.Close()
+			return fmt.Errorf("mqtt: secure websocket listen on %s: %w", s.cfg.WSSAddr, err)
+		}
+	}
 	if err := s.broker.Serve(); err != nil {
 		s.broker.Close()
 		return fmt.Errorf("mqtt: serve: %w", err)
@@ -236,7 +272,7 @@ func (s *Server) Run(ctx context.Context) error {
 		fanDone <- s.sub.Subscribe(fanCtx, streams.Subscription{StartTime: start}, s.fanout)
 	}()
 	close(s.ready)
-	s.log.Info("mqtt listening", "addr", s.Addr(), "ws_addr", s.WSAddr(), "max_packet_size", s.cfg.MaxPacketSize)
+	s.log.Info("mqtt listening", "addr", s.Addr(), "ws_addr", s.WSAddr(), "tls_addr", s.TLSAddr(), "wss_addr", s.WSSAddr(), "max_packet_size", s.cfg.MaxPacketSize)
 
 	var err error
 	select {
@@ -262,6 +298,12 @@ func (s *Server) shutdown() {
 	s.tcp.stopAccepting()
 	if s.ws != nil {
 		s.ws.stopAccepting()
+	}
+	if s.tls != nil {
+		s.tls.stopAccepting()
+	}
+	if s.wss != nil {
+		s.wss.stopAccepting()
 	}
 	s.mu.Lock()
 	s.closing = true
