@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -144,6 +145,7 @@ func (l *Listener) handshake(raw net.Conn) {
 		return
 	}
 	if err != nil {
+		answerPlainHTTP(err)
 		_ = raw.Close()
 		l.fails.Failed(raw.RemoteAddr().String(), err)
 		return
@@ -200,5 +202,19 @@ func (h *HandshakeLogger) Failed(remote string, err error) {
 	metricHandshakeFailures.WithLabelValues(h.name).Inc()
 	if ok, suppressed := h.limit.allow(); ok {
 		h.log.Info("TLS handshake failed", "remote", remote, "err", err, "suppressed_since_last", suppressed)
+	}
+}
+
+// answerPlainHTTP tells a client that spoke plain HTTP to a TLS port what went wrong, as
+// net/http's own TLS server does, instead of just closing the connection.
+func answerPlainHTTP(err error) {
+	var re tls.RecordHeaderError
+	if !errors.As(err, &re) || re.Conn == nil {
+		return
+	}
+	switch string(re.RecordHeader[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH":
+		_ = re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to a TLS port: use https:// or wss://.\n")
 	}
 }

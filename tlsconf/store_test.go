@@ -172,8 +172,8 @@ func TestHandshakeFailuresCounted(t *testing.T) {
 	_, _ = c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
 	data, _ := io.ReadAll(c)
 	c.Close()
-	if strings.Contains(string(data), "ok") {
-		t.Fatalf("plain TCP was served: %q", data)
+	if !strings.HasPrefix(string(data), "HTTP/1.0 400 Bad Request") || !strings.Contains(string(data), "use https://") {
+		t.Fatalf("plain HTTP on the TLS port was answered %q, want a 400 that says to use TLS", data)
 	}
 	// A client that does not trust the server's CA.
 	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: tlstest.NewCA(t, "other").Pool(), ServerName: "localhost"}); err == nil {

@@ -64,3 +64,36 @@ func TestLoadConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfigTLS(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	yaml := "tls_cert: /yaml/cert.pem\ntls_key: /yaml/key.pem\ntls_client_ca: /yaml/ca.pem\nmqtts_addr: \":1883\"\nhttps_addr: \":9443\"\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HUB_TLS_CERT": "/env/cert.pem", "HUB_MQTTS_ADDR": ":2883", "HUB_TLS_RELOAD_INTERVAL": "5s"}
+	cfg, err := loadConfig([]string{"--config", file, "--mqtts-addr", ":3883"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLSCert != "/env/cert.pem" || cfg.TLSKey != "/yaml/key.pem" || cfg.TLSClientCA != "/yaml/ca.pem" {
+		t.Errorf("TLS files = %q %q %q, want the environment's cert and the YAML key and CA", cfg.TLSCert, cfg.TLSKey, cfg.TLSClientCA)
+	}
+	if cfg.MQTTSAddr != ":3883" || cfg.HTTPSAddr != ":9443" || cfg.MQTTWSSAddr != ":8084" || cfg.TLSReloadInterval != 5*time.Second {
+		t.Errorf("mqtts %q https %q wss %q reload %s; want flag :3883, YAML :9443, default :8084, env 5s",
+			cfg.MQTTSAddr, cfg.HTTPSAddr, cfg.MQTTWSSAddr, cfg.TLSReloadInterval)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tls-cert", "c.pem"}, "tls-key: must be set"},
+		{[]string{"--tls-client-ca", "ca.pem"}, "tls-client-ca: needs tls-cert"},
+		{[]string{"--mqtts-addr", "8883"}, "mqtts-addr"},
+	} {
+		if _, err := loadConfig(tc.args, func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("loadConfig(%v) error = %v, want one mentioning %q", tc.args, err, tc.want)
+		}
+	}
+}
