@@ -48,6 +48,10 @@ type Config struct {
 	TLSClientCA string `yaml:"tls_client_ca"`
 	// TLSReloadInterval is how often the TLS files are checked for changes.
 	TLSReloadInterval time.Duration `yaml:"tls_reload_interval"`
+
+	// LeaseTTL is how long work run once cluster-wide (each rule) stays with an instance that
+	// stopped renewing its lease: about the longest failover time (0: 5s).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Defaults returns the configuration of a hub started with no flags.
@@ -119,6 +123,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("replicas: want 0..5, got %d", c.Replicas)
+	}
+	if c.LeaseTTL != 0 && (c.LeaseTTL < 300*time.Millisecond || c.LeaseTTL > 10*time.Minute) {
+		return fmt.Errorf("lease-ttl: want 300ms..10m, got %s", c.LeaseTTL)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,6 +27,7 @@ import (
 	"github.com/tributary-iot/tributary/simulator/replay"
 	"github.com/tributary-iot/tributary/simulator/scenario"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/streams/lease"
 	"github.com/tributary-iot/tributary/tlsconf"
 	"github.com/tributary-iot/tributary/tsdb"
 )
@@ -49,6 +51,8 @@ type Hub struct {
 	// without --influx-url).
 	rules      *rules.Manager
 	ruleInflux *tsdb.Writer
+	// leases gives each rule to one instance of those sharing NATS.
+	leases *lease.Store
 
 	httpLn net.Listener
 	http   *http.Server
@@ -140,6 +144,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.rules, err = rules.New(ctx, h.bus, h.registry, rules.Config{Replicas: replicas}, log); err != nil {
 		return nil, err
 	}
+	if h.leases, err = lease.Open(ctx, h.bus.JetStream(), lease.Config{TTL: cfg.LeaseTTL, Replicas: replicas}, log); err != nil {
+		return nil, err
+	}
+	h.rules.UseLeases(h.leases)
 	if cfg.InfluxURL != "" {
 		if h.ruleInflux, err = tsdb.NewWriter(h.bus, influxCfg, rules.InfluxMapping(""), log); err != nil {
 			return nil, err
@@ -190,6 +198,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	if h.influx != nil {
 		g.Go(func() error { return h.influx.Run(gctx) })
 	}
+	g.Go(func() error { return h.leases.Run(gctx) })
 	g.Go(func() error { return h.rules.Run(gctx) })
 	if h.ruleInflux != nil {
 		g.Go(func() error { return h.ruleInflux.Run(gctx) })
@@ -291,6 +300,7 @@ func (h *Hub) readyDetail() map[string]any {
 	if h.influx != nil {
 		d["influxdb_writer"] = h.influx.Status()
 	}
+	d["leases"] = h.leaseDetail()
 	return d
 }
 
@@ -341,3 +351,25 @@ func (c credentials) DevicePSK(id string) ([]byte, bool) { return c.devices.Devi
 
 // AppPSK is the applications' DTLS pre-shared key: the API key.
 func (c credentials) AppPSK() []byte { return []byte(c.apiKey) }
+
+// LeaseDetail is /readyz's "leases": which instance this is, the rules it runs, and the live
+// instances sharing the leases.
+type LeaseDetail struct {
+	Instance string   `json:"instance"`
+	Rules    []string `json:"rules"`
+	Members  []string `json:"members"`
+	TTL      string   `json:"ttl"`
+}
+
+func (h *Hub) leaseDetail() LeaseDetail {
+	d := LeaseDetail{Instance: h.leases.Holder(), Rules: []string{}, Members: h.leases.Members(), TTL: h.leases.TTL().String()}
+	for _, n := range h.leases.Held() {
+		if r, ok := strings.CutPrefix(n, "rule."); ok {
+			d.Rules = append(d.Rules, r)
+		}
+	}
+	return d
+}
+
+// Instance is this hub's name in leases and rule stats ("owner").
+func (h *Hub) Instance() string { return h.leases.Holder() }

@@ -27,7 +27,13 @@ import (
 	"github.com/tributary-iot/tributary/tsdb/influxtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(influxtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := influxtest.Main(m)
+	if hubdBin.dir != "" {
+		os.RemoveAll(hubdBin.dir)
+	}
+	os.Exit(code)
+}
 
 func mqttClient(t testing.TB, addr, id, user, pass string) paho.Client {
 	t.Helper()

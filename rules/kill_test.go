@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -38,22 +39,39 @@ type hubProc struct {
 	dataDir string
 }
 
-func buildHubd(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "hubd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/tributary-iot/tributary/cmd/hubd").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build hubd: %v\n%s", err, out)
-	}
-	return bin
+// hubdBin is built once for the package's tests, in a directory removed by TestMain.
+var hubdBin struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
 }
 
-func startHubd(t *testing.T, bin, dataDir string) *hubProc {
+func buildHubd(t *testing.T) string {
+	t.Helper()
+	hubdBin.once.Do(func() {
+		if hubdBin.dir, hubdBin.err = os.MkdirTemp("", "rules-hubd-*"); hubdBin.err != nil {
+			return
+		}
+		hubdBin.path = filepath.Join(hubdBin.dir, "hubd")
+		out, err := exec.Command("go", "build", "-o", hubdBin.path, "github.com/tributary-iot/tributary/cmd/hubd").CombinedOutput()
+		if err != nil {
+			hubdBin.err = fmt.Errorf("go build hubd: %v\n%s", err, out)
+		}
+	})
+	if hubdBin.err != nil {
+		t.Fatal(hubdBin.err)
+	}
+	return hubdBin.path
+}
+
+// startHubd starts hubd on dataDir; extra flags come after the defaults, so they win.
+func startHubd(t *testing.T, bin, dataDir string, extra ...string) *hubProc {
 	t.Helper()
 	p := &hubProc{t: t, apiKey: "kill-test-key", dataDir: dataDir, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--data-dir", dataDir, "--api-key", p.apiKey, "--log-format", "json",
+	p.cmd = exec.Command(bin, append([]string{"--data-dir", dataDir, "--api-key", p.apiKey, "--log-format", "json",
 		"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtt-ws-addr", "",
-		"--coap-addr", "127.0.0.1:0", "--coaps-addr", "", "--nats-addr", "127.0.0.1:0")
+		"--coap-addr", "127.0.0.1:0", "--coaps-addr", "", "--nats-addr", "127.0.0.1:0"}, extra...)...)
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -264,13 +282,7 @@ func TestKill9(t *testing.T) {
 		t.Skip("builds and runs hubd")
 	}
 	bin := buildHubd(t)
-
-	// The uninterrupted run.
-	ref := startHubd(t, bin, t.TempDir())
-	sendKill(t, ref, setupKillHub(t, ref), 0, killEvents+2)
-	settle(t, ref)
-	want := outputs(t, ref)
-	ref.kill()
+	want := referenceOutputs(t, bin)
 
 	// The interrupted run: killed right after the first 1200 events are stored, while the
 	// rules are still processing and publishing.
@@ -298,6 +310,28 @@ func TestKill9(t *testing.T) {
 		t.Errorf("after kill -9: %d messages, want %d; missing %d, e.g. %q; extra %d, e.g. %q",
 			len(got), len(want), len(missing), first(missing), len(extra), first(extra))
 	}
+}
+
+// reference is the output of an uninterrupted run, made once for the package's tests.
+var reference struct {
+	once sync.Once
+	out  []string
+}
+
+// referenceOutputs returns everything the rules publish in a run that is never interrupted.
+func referenceOutputs(t *testing.T, bin string) []string {
+	t.Helper()
+	reference.once.Do(func() {
+		ref := startHubd(t, bin, t.TempDir())
+		sendKill(t, ref, setupKillHub(t, ref), 0, killEvents+2)
+		settle(t, ref)
+		reference.out = outputs(t, ref)
+		ref.kill()
+	})
+	if reference.out == nil {
+		t.Fatal("the reference run failed (see the first test that made it)")
+	}
+	return reference.out
 }
 
 func diff(a, b []string) []string {

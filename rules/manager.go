@@ -77,8 +77,22 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Manager keeps rule definitions in JetStream KV and runs every enabled rule: one runner
+// Leases gives each rule to one hub instance at a time. *lease.Store satisfies it.
+type Leases interface {
+	// Hold runs work while this instance holds lease name, until ctx ends; work's context
+	// ends (cause lease.ErrLost) when the lease is lost.
+	Hold(ctx context.Context, name string, work func(ctx context.Context)) error
+	// Owner is the instance holding lease name, "" when none does.
+	Owner(name string) string
+}
+
+// LeaseName is the name of rule's lease.
+func LeaseName(rule string) string { return "rule." + rule }
+
+// Manager keeps rule definitions in JetStream KV and runs the enabled rules: one runner
 // goroutine per rule, started, restarted and stopped as definitions change on any instance.
+// With leases (UseLeases), each rule runs on the one instance holding its lease; without, on
+// this instance.
 type Manager struct {
 	cfg    Config
 	log    *slog.Logger
@@ -93,6 +107,7 @@ type Manager struct {
 	http   *http.Client
 	now    func() time.Time
 	ready  chan struct{}
+	leases Leases
 
 	mu      sync.Mutex
 	handles map[string]*handle
@@ -151,6 +166,10 @@ func New(ctx context.Context, bus Bus, devs DeviceLookup, cfg Config, log *slog.
 	}
 	return m, nil
 }
+
+// UseLeases makes each rule run only on the instance holding its lease (LeaseName), so that
+// several instances sharing NATS run it once between them. Call it before Run.
+func (m *Manager) UseLeases(l Leases) { m.leases = l }
 
 // Ready is closed once every stored rule has been started.
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
@@ -249,12 +268,23 @@ func (m *Manager) apply(ctx context.Context, r Rule, rev uint64) {
 	go func() {
 		defer m.wg.Done()
 		defer close(h.done)
-		m.keepRunning(hctx, h, c)
+		if m.leases == nil {
+			m.keepRunning(hctx, h, c)
+			return
+		}
+		if err := m.leases.Hold(hctx, LeaseName(r.Name), func(ctx context.Context) { m.keepRunning(ctx, h, c) }); err != nil {
+			m.log.Error("rule cannot run", "rule", r.Name, "err", err)
+		}
 	}()
 }
 
 // keepRunning runs a rule, restarting it from its checkpoint after an error.
 func (m *Manager) keepRunning(ctx context.Context, h *handle, c *compiled) {
+	defer func() {
+		h.mu.Lock()
+		h.runner = nil // not running here: Stats reads the checkpoint
+		h.mu.Unlock()
+	}()
 	wait := time.Second
 	for {
 		r, err := newRunner(m, h.rule, c)
@@ -458,6 +488,10 @@ func (m *Manager) Stats(ctx context.Context, name string) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	owner := ""
+	if m.leases != nil {
+		owner = m.leases.Owner(LeaseName(name))
+	}
 	m.mu.Lock()
 	h := m.handles[name]
 	m.mu.Unlock()
@@ -470,10 +504,14 @@ func (m *Manager) Stats(ctx context.Context, name string) (Stats, error) {
 			if s.Error == "" {
 				s.Error = lastErr
 			}
+			s.Owner = owner
 			return s, nil
 		}
 	}
-	return m.storedStats(ctx, r)
+	s, err := m.storedStats(ctx, r)
+	s.Owner = owner
+	s.Running = owner != "" && r.IsEnabled() // on the owner
+	return s, err
 }
 
 // storedStats reads the counters of a rule that does not run here from its checkpoint.

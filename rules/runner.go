@@ -19,6 +19,7 @@ import (
 	"github.com/tributary-iot/tributary/canary"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/streams/lease"
 	"github.com/tributary-iot/tributary/streams/window"
 )
 
@@ -55,6 +56,9 @@ type Stats struct {
 	Webhooks          *WebhookStats `json:"webhooks,omitempty"`
 	// Error is the last error that stopped the rule (it restarts from its checkpoint).
 	Error string `json:"error,omitempty"`
+	// Owner is the hub instance running the rule (see /readyz "leases"); empty while none
+	// does. Instances other than the owner answer with the counters of the last checkpoint.
+	Owner string `json:"owner,omitempty"`
 }
 
 // statsEvery is the most often a busy runner refreshes its stats and metrics.
@@ -256,7 +260,9 @@ func (r *runner) stop(ctx context.Context, err error) error {
 		r.mu.Unlock()
 		return err
 	}
-	if errors.Is(context.Cause(ctx), errRuleDeleted) {
+	if cause := context.Cause(ctx); errors.Is(cause, errRuleDeleted) || errors.Is(cause, lease.ErrLost) {
+		// Deleted, or another instance may own the rule by now: its checkpoint is not ours
+		// to write.
 		return nil
 	}
 	if r.dirty || r.next != r.ckptNext {

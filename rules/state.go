@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -80,22 +81,32 @@ type manifest struct {
 	CRC    uint32 `json:"crc"`
 }
 
-// saved remembers where a rule's last checkpoint is, so the next save removes its chunks.
+// saved remembers where a rule's last checkpoint is, so the next save removes its chunks,
+// and the revision of its key, so the next save replaces exactly that one.
 type saved struct {
 	gen    uint64
 	chunks int
+	rev    uint64 // 0: there is no checkpoint
 }
 
+// errCheckpointMoved fences a runner that no longer owns its rule: the checkpoint it loaded
+// was replaced (or removed) by another instance since.
+var errCheckpointMoved = errors.New("replaced by another instance meanwhile (the rule's lease moved)")
+
+// save stores data as the rule's checkpoint, if the stored one is still the one at prev (a
+// compare-and-set on the key's revision).
 func (s *stateStore) save(ctx context.Context, name string, data []byte, prev *saved) error {
 	if len(data) <= chunkSize {
-		if _, err := s.kv.Put(ctx, name, append([]byte{'I'}, data...)); err != nil {
-			return fmt.Errorf("save checkpoint %s: %w", name, err)
+		rev, err := s.swap(ctx, name, append([]byte{'I'}, data...), prev.rev)
+		if err != nil {
+			return err
 		}
 		s.dropChunks(ctx, name, *prev)
-		*prev = saved{gen: prev.gen}
+		*prev = saved{gen: prev.gen, rev: rev}
 		return nil
 	}
-	m := manifest{Gen: prev.gen + 1, Size: len(data), CRC: crc32.ChecksumIEEE(data)}
+	// A random generation: two instances saving at once never write the same chunk keys.
+	m := manifest{Gen: rand.Uint64() >> 1, Size: len(data), CRC: crc32.ChecksumIEEE(data)}
 	for off := 0; off < len(data); off += chunkSize {
 		end := min(off+chunkSize, len(data))
 		if _, err := s.kv.Put(ctx, chunkKey(name, m.Gen, m.Chunks), data[off:end]); err != nil {
@@ -104,12 +115,33 @@ func (s *stateStore) save(ctx context.Context, name string, data []byte, prev *s
 		m.Chunks++
 	}
 	mb, _ := json.Marshal(m)
-	if _, err := s.kv.Put(ctx, name, append([]byte{'C'}, mb...)); err != nil {
-		return fmt.Errorf("save checkpoint %s: %w", name, err)
+	rev, err := s.swap(ctx, name, append([]byte{'C'}, mb...), prev.rev)
+	if err != nil {
+		s.dropChunks(ctx, name, saved{gen: m.Gen, chunks: m.Chunks})
+		return err
 	}
 	s.dropChunks(ctx, name, *prev)
-	*prev = saved{gen: m.Gen, chunks: m.Chunks}
+	*prev = saved{gen: m.Gen, chunks: m.Chunks, rev: rev}
 	return nil
+}
+
+// swap writes the checkpoint key if its revision is still rev (0: if it does not exist).
+func (s *stateStore) swap(ctx context.Context, name string, v []byte, rev uint64) (uint64, error) {
+	var err error
+	var nrev uint64
+	if rev == 0 {
+		nrev, err = s.kv.Create(ctx, name, v)
+	} else {
+		nrev, err = s.kv.Update(ctx, name, v, rev)
+	}
+	switch {
+	case err == nil:
+		return nrev, nil
+	case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, fmt.Errorf("save checkpoint %s: %w", name, errCheckpointMoved)
+	default:
+		return 0, fmt.Errorf("save checkpoint %s: %w", name, err)
+	}
 }
 
 func chunkKey(name string, gen uint64, i int) string {
@@ -133,11 +165,11 @@ func (s *stateStore) load(ctx context.Context, name string) ([]byte, saved, erro
 	}
 	v := e.Value()
 	if len(v) == 0 {
-		return nil, saved{}, nil
+		return nil, saved{rev: e.Revision()}, nil
 	}
 	switch v[0] {
 	case 'I':
-		return v[1:], saved{}, nil
+		return v[1:], saved{rev: e.Revision()}, nil
 	case 'C':
 		var m manifest
 		if err := json.Unmarshal(v[1:], &m); err != nil {
@@ -154,7 +186,7 @@ func (s *stateStore) load(ctx context.Context, name string) ([]byte, saved, erro
 		if len(data) != m.Size || crc32.ChecksumIEEE(data) != m.CRC {
 			return nil, saved{}, fmt.Errorf("load checkpoint %s: chunks do not match the manifest", name)
 		}
-		return data, saved{gen: m.Gen, chunks: m.Chunks}, nil
+		return data, saved{gen: m.Gen, chunks: m.Chunks, rev: e.Revision()}, nil
 	}
 	return nil, saved{}, fmt.Errorf("load checkpoint %s: unknown format %q", name, v[0])
 }
