@@ -91,9 +91,9 @@ func TestSpikeTable(t *testing.T) {
 		anomaly bool
 	}{
 		{10, 0, false}, {11, 0, false}, {9, 0, false}, {10, 0, false}, {12, 0, false}, // warm-up
-		{10, 0, false},          // history 10,11,9,10,12: median 10, MAD 1
-		{20, 10 / 1.4826, true}, // history 11,9,10,12,10: median 10, MAD 1
-		{5, -5 / 1.4826, true},  // history 9,10,12,10,20: median 10, MAD 1
+		{10, 0, false},           // history 10,11,9,10,12: median 10, MAD 1
+		{20, 10 / 1.4826, false}, // history 11,9,10,12,10: median 10, MAD 1; threshold 17.6 for n=5
+		{40, 30 / 1.4826, true},  // history 9,10,12,10,20: median 10, MAD 1
 	}
 	for i, st := range steps {
 		score, anomaly := s.Add(st.x)
@@ -101,9 +101,18 @@ func TestSpikeTable(t *testing.T) {
 			t.Errorf("point %d (%g): got %g %v, want %g %v", i, st.x, score, anomaly, st.score, st.anomaly)
 		}
 	}
-	// history now 10,12,10,20,5: median 10, deviations 0,2,0,10,5 → MAD 2.
-	if score, anomaly := s.Add(11.5); math.Abs(score-1.5/(2*1.4826)) > 1e-9 || anomaly {
+	// history now 10,12,10,20,40: median 12, deviations 2,0,2,8,28 → MAD 2.
+	if score, anomaly := s.Add(11.5); math.Abs(score-(-0.5/(2*1.4826))) > 1e-9 || anomaly {
 		t.Errorf("last point: got %g %v", score, anomaly)
+	}
+	for _, c := range []struct {
+		conf     float64
+		n        int
+		min, max float64
+	}{{0.99, 100000, 2.57, 2.59}, {0.999, 100000, 3.28, 3.30}, {0.99, 5, 17, 18}, {0.99, 60, 2.8, 3.1}} {
+		if z := spikeThreshold(c.conf, c.n); z < c.min || z > c.max {
+			t.Errorf("spikeThreshold(%g, %d) = %g, want %g–%g", c.conf, c.n, z, c.min, c.max)
+		}
 	}
 	for _, c := range []struct {
 		conf float64
@@ -269,6 +278,26 @@ func TestFQuantile(t *testing.T) {
 	for _, c := range []struct{ d1, d2, p, x float64 }{{1, 10, 0.95, 4.9646}, {3, 20, 0.99, 4.9382}, {2, 1000, 0.95, 3.0047}} {
 		if got := fQuantile(c.d1, c.d2, c.p); math.Abs(got-c.x) > 1e-3*c.x {
 			t.Errorf("fQuantile(%g, %g, %g) = %g, want %g", c.d1, c.d2, c.p, got, c.x)
+		}
+	}
+}
+
+// TestSpikeSmallHistoryCalibrated: short histories estimate median and MAD poorly; the
+// threshold widens so that the false alarm rate stays about 1 − c.
+func TestSpikeSmallHistoryCalibrated(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{10, 30} {
+		s, _ := NewSpike(0.99, n)
+		flagged, total := 0, 200000
+		for range total {
+			if _, a := s.Add(r.NormFloat64()); a {
+				flagged++
+			}
+		}
+		if rate := float64(flagged) / float64(total); rate < 0.005 || rate > 0.015 {
+			t.Errorf("history %d: %.4f of points flagged at 0.99", n, rate)
+		} else {
+			t.Logf("history %d: %.4f of points flagged at 0.99", n, rate)
 		}
 	}
 }

@@ -14,7 +14,9 @@ type Query struct {
 	From    From
 	Where   Expr // nil if absent
 	GroupBy GroupBy
-	Having  Expr // nil if absent
+	// Outliers is the OUTLIERS clause after GROUP BY; nil if absent.
+	Outliers *Outliers
+	Having   Expr // nil if absent
 
 	src string // the text, for error positions
 }
@@ -39,6 +41,42 @@ type GroupBy struct {
 	Keys   []*Ident
 	Window *WindowCall // nil if absent (a semantic error)
 	Pos    int         // of GROUP, or -1 if absent
+}
+
+// Outliers is the fleet-outlier clause: OUTLIERS(column {, column}) [BY key {, key}]
+// [EXPECT share]. Fields name SELECT columns, By GROUP BY keys.
+type Outliers struct {
+	Fields    []*Ident
+	By        []*Ident
+	Expect    float64 // 0 when not given
+	ExpectPos int
+	Pos       int
+}
+
+// String is the clause in canonical form.
+func (o *Outliers) String() string {
+	var b strings.Builder
+	b.WriteString("OUTLIERS(")
+	for i, f := range o.Fields {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(f.String())
+	}
+	b.WriteString(")")
+	for i, k := range o.By {
+		if i == 0 {
+			b.WriteString(" BY ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(k.String())
+	}
+	if o.Expect != 0 {
+		b.WriteString(" EXPECT ")
+		b.WriteString(window.NumberValue(o.Expect).String())
+	}
+	return b.String()
 }
 
 // WindowCall is the window function in GROUP BY, e.g. TUMBLING(1m).
@@ -107,12 +145,14 @@ type IsNull struct {
 	Not bool
 }
 
-// Call is a function call; Name is lower case. Star is f(*).
+// Call is a function call; Name is lower case. Star is f(*). Field selects a field of a
+// function that returns a record, e.g. spike(t, 0.99, 60).score; it is lower case.
 type Call struct {
-	Name string
-	Args []Expr
-	Star bool
-	P    int
+	Name  string
+	Args  []Expr
+	Star  bool
+	Field string
+	P     int
 }
 
 func (e *Literal) Pos() int { return e.P }
@@ -208,14 +248,18 @@ func (e *IsNull) String() string {
 }
 
 func (e *Call) String() string {
+	field := ""
+	if e.Field != "" {
+		field = "." + quoteIdent(e.Field, true)
+	}
 	if e.Star {
-		return e.Name + "(*)"
+		return e.Name + "(*)" + field
 	}
 	args := make([]string, len(e.Args))
 	for i, a := range e.Args {
 		args[i] = a.String()
 	}
-	return quoteIdent(e.Name, false) + "(" + strings.Join(args, ", ") + ")"
+	return quoteIdent(e.Name, false) + "(" + strings.Join(args, ", ") + ")" + field
 }
 
 // wrap formats x as an operand of an operator of precedence p, in
@@ -280,6 +324,10 @@ func (q *Query) String() string {
 			}
 			b.WriteString(q.GroupBy.Window.Spec.String())
 		}
+	}
+	if q.Outliers != nil {
+		b.WriteString(" ")
+		b.WriteString(q.Outliers.String())
 	}
 	if q.Having != nil {
 		b.WriteString(" HAVING ")

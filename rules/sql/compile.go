@@ -107,6 +107,13 @@ func CompileQuery(name string, q *Query) (*Rule, error) {
 		aliases[name] = f
 		plan.Columns = append(plan.Columns, window.Column{Name: name, Eval: f})
 	}
+	if q.Outliers != nil {
+		fl, err := c.outliers(plan)
+		if err != nil {
+			return nil, err
+		}
+		plan.Fleet = fl
+	}
 	if q.Having != nil {
 		f, _, err := compileExpr(c, q.Having, rowScope{clause: "HAVING", aliases: aliases})
 		if err != nil {
@@ -301,6 +308,9 @@ func (s rowScope) ident(c *compiler, id *Ident) (rowFn, error) {
 	if f, ok := s.aliases[id.Name()]; ok {
 		return f, nil
 	}
+	if f := c.fleetName(id); f != nil {
+		return f, nil
+	}
 	f, err := c.field(id)
 	if err != nil {
 		return nil, err
@@ -341,6 +351,10 @@ func (s rowScope) call(c *compiler, call *Call) (rowFn, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
+	if def.NewSeries != nil {
+		f, err := c.seriesCall(def, call)
+		return f, true, err
+	}
 	i, err := c.aggregate(def, call)
 	if err != nil {
 		return nil, true, err
@@ -351,7 +365,9 @@ func (s rowScope) call(c *compiler, call *Call) (rowFn, bool, error) {
 // aggregate adds an aggregate call to the plan, once per distinct call, and
 // returns its index.
 func (c *compiler) aggregate(def window.AggregateFunc, call *Call) (int, error) {
-	key := call.String()
+	bare := *call
+	bare.Field = "" // spike(x, c, n).score and .anomaly are one call
+	key := bare.String()
 	if i, ok := c.aggIndex[key]; ok {
 		return i, nil
 	}
@@ -396,11 +412,18 @@ func (c *compiler) aggregate(def window.AggregateFunc, call *Call) (int, error) 
 		}
 		params = append(params, x)
 	}
-	newAgg, err := def.New(params)
+	ac := window.AggregateCall{Name: key, Arg: arg}
+	var err error
+	if def.NewSeries != nil {
+		ac.Series, err = def.NewSeries(params)
+		ac.Fields = len(def.Fields)
+	} else {
+		ac.New, err = def.New(params)
+	}
 	if err != nil {
 		return 0, c.errorf(call.P, "%v", err)
 	}
-	c.aggs = append(c.aggs, window.AggregateCall{Name: key, Arg: arg, New: newAgg})
+	c.aggs = append(c.aggs, ac)
 	c.aggIndex[key] = len(c.aggs) - 1
 	return len(c.aggs) - 1, nil
 }
@@ -544,6 +567,11 @@ func compileNode[C any](c *compiler, e Expr, s scope[C]) (func(C) window.Value, 
 		not := e.Not
 		return func(ev C) window.Value { return window.BoolValue(x(ev).IsNull() != not) }, isConst, nil
 	case *Call:
+		if e.Field != "" {
+			if def, ok := window.LookupAggregate(e.Name); !ok || def.NewSeries == nil {
+				return nil, false, c.errorf(e.P, "%s returns a single value, not a record: remove .%s (fields are for %s)", e.Name, e.Field, recordFuncList())
+			}
+		}
 		if f, handled, err := s.call(c, e); handled || err != nil {
 			return f, false, err
 		}

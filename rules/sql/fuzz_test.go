@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(issueExample)
 	f.Add("SELECT tags.site, percentile(v, 95) AS p95, window_start() AS ws FROM 'devices/+/telemetry' WHERE v IN (1, 2) OR NOT v IS NULL GROUP BY tags.site, HOPPING(5m, 1m)")
 	f.Add("SELECT count(*) AS n FROM 'rules/hot' GROUP BY SESSION(30s) HAVING n > 2 -- comment")
+	f.Add("SELECT device, spike(v, 0.99, 5).score AS s FROM 'devices/#' GROUP BY device, tags.site, TUMBLING(1s) OUTLIERS(s) BY tags.site EXPECT 0.1 HAVING outlier")
 	f.Add("SELECT \"a\"\"b\" AS x, -(-1 + 2) * 3 % 4 AS y FROM 'devices/#' GROUP BY \"a\"\"b\", COUNTWINDOW(3);")
 	f.Fuzz(fuzzOne)
 }

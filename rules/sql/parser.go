@@ -117,6 +117,13 @@ func (p *parser) query() (*Query, error) {
 		if err := p.groupBy(&q.GroupBy); err != nil {
 			return nil, err
 		}
+		if t := p.peek(); t.kind == tIdent && strings.EqualFold(t.val, "OUTLIERS") && p.toks[p.i+1].is(tOp, "(") {
+			o, err := p.outliers()
+			if err != nil {
+				return nil, err
+			}
+			q.Outliers = o
+		}
 	}
 	if p.keyword("HAVING") {
 		e, err := p.expr()
@@ -130,8 +137,10 @@ func (p *parser) query() (*Query, error) {
 		next := "end of query"
 		switch {
 		case q.Having != nil:
+		case q.Outliers != nil:
+			next = "EXPECT, HAVING or end of query"
 		case q.GroupBy.Pos >= 0:
-			next = "',', HAVING or end of query"
+			next = "',', OUTLIERS, HAVING or end of query"
 		case q.Where != nil:
 			next = "GROUP BY, HAVING or end of query"
 		default:
@@ -493,7 +502,18 @@ func (p *parser) primary() (Expr, error) {
 		}
 	case tIdent:
 		if p.toks[p.i+1].is(tOp, "(") {
-			return p.call()
+			c, err := p.call()
+			if err != nil || !p.peek().is(tOp, ".") {
+				return c, err
+			}
+			p.advance() // .
+			n := p.peek()
+			if n.kind != tIdent && n.kind != tQIdent {
+				return nil, p.errExpected("a field name after '.', like .score")
+			}
+			p.advance()
+			c.(*Call).Field = strings.ToLower(n.val)
+			return c, nil
 		}
 		return p.ident()
 	case tQIdent:
@@ -534,4 +554,49 @@ func (p *parser) call() (Expr, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// outliers parses OUTLIERS(column {, column}) [BY key {, key}] [EXPECT share].
+func (p *parser) outliers() (*Outliers, error) {
+	t := p.advance() // OUTLIERS
+	p.advance()      // (
+	o := &Outliers{Pos: t.pos}
+	for {
+		id, err := p.ident()
+		if err != nil {
+			return nil, p.errExpected("a SELECT column name in OUTLIERS(...)")
+		}
+		o.Fields = append(o.Fields, id)
+		if !p.op(",") {
+			break
+		}
+	}
+	if err := p.expectOp(")", "after OUTLIERS columns"); err != nil {
+		return nil, err
+	}
+	if p.keyword("BY") {
+		for {
+			id, err := p.ident()
+			if err != nil {
+				return nil, p.errExpected("a GROUP BY key after OUTLIERS(...) BY")
+			}
+			o.By = append(o.By, id)
+			if !p.op(",") {
+				break
+			}
+		}
+	}
+	if t := p.peek(); t.kind == tIdent && strings.EqualFold(t.val, "EXPECT") {
+		p.advance()
+		n := p.peek()
+		if n.kind != tNumber {
+			return nil, p.errExpected("the expected share of outliers after EXPECT, like 0.01")
+		}
+		p.advance()
+		if n.num == 0 {
+			return nil, errorAt(p.src, n.pos, "EXPECT must be above 0 and at most 0.25, got 0")
+		}
+		o.Expect, o.ExpectPos = n.num, n.pos
+	}
+	return o, nil
 }

@@ -136,7 +136,7 @@ func TestParseErrors(t *testing.T) {
 		{"SELECT a FROM 'd' WHERE x IS 1", "line 1, col 30: expected NULL after IS, found '1'"},
 		{"SELECT a FROM 'd' WHERE x IN 1", "line 1, col 30: expected '(' after IN, found '1'"},
 		{"SELECT a FROM 'd' WHERE x < y < z", "line 1, col 31: expected GROUP BY, HAVING or end of query, found '<'"},
-		{"SELECT a FROM 'd' GROUP BY TUMBLING(1m) ORDER BY a", "line 1, col 41: expected ',', HAVING or end of query, found 'ORDER'"},
+		{"SELECT a FROM 'd' GROUP BY TUMBLING(1m) ORDER BY a", "line 1, col 41: expected ',', OUTLIERS, HAVING or end of query, found 'ORDER'"},
 		{"SELECT a FROM 'd' WHERE tags. = 1", "line 1, col 31: expected a name after '.', found '='"},
 		{"SELECT a FROM 'd' /* open", "line 1, col 19: unterminated comment"},
 		{"SELECT a FROM 'd' WHERE x = 1e999", `line 1, col 29: invalid number "1e999"`},

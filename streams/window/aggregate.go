@@ -47,6 +47,12 @@ type AggregateFunc struct {
 	New func(params []float64) (func() Aggregator, error)
 	// Doc is one line for users, e.g. "sample standard deviation".
 	Doc string
+	// NewSeries, instead of New, makes a series function: its state is per group and lasts
+	// across windows, and it returns a record of Fields (see SeriesState). It validates the
+	// parameters and returns a constructor for a group's empty state.
+	NewSeries func(params []float64) (func() SeriesState, error)
+	// Fields name a series function's record fields, e.g. "score", "anomaly".
+	Fields []string
 }
 
 var registry = struct {
@@ -55,7 +61,7 @@ var registry = struct {
 }{funcs: map[string]AggregateFunc{}}
 
 func init() {
-	for _, f := range builtinAggregates {
+	for _, f := range append(builtinAggregates, seriesAggregates...) {
 		if err := RegisterAggregate(f); err != nil {
 			panic(err)
 		}
@@ -67,8 +73,8 @@ func init() {
 // use the function.
 func RegisterAggregate(f AggregateFunc) error {
 	name := strings.ToLower(f.Name)
-	if name == "" || f.New == nil || f.Params < 0 {
-		return fmt.Errorf("register aggregate %q: needs Name and New", f.Name)
+	if name == "" || (f.New == nil) == (f.NewSeries == nil) || f.Params < 0 || (f.NewSeries != nil && len(f.Fields) == 0) {
+		return fmt.Errorf("register aggregate %q: needs Name and New or NewSeries (with Fields)", f.Name)
 	}
 	f.Name = name
 	registry.Lock()

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/tributary-iot/tributary/anomaly"
 )
 
 // Event is one input message as the engine sees it: the parts of the hub's
@@ -169,6 +171,11 @@ type Engine struct {
 	aggVals []Value
 	row     Row
 	out     []Result
+
+	series   []bool       // per aggregate: a series function
+	recs     [][]Value    // series functions' records of the current row
+	pending  []pendingRow // rows awaiting their fleet verdict (Plan.Fleet)
+	outliers *anomaly.Outliers
 }
 
 // group is the state of one group key.
@@ -178,12 +185,13 @@ type group struct {
 	canon string  // GroupKey, computed at the first result
 	hash  string  // for IDs, computed at the first result
 
-	wins      []*win  // open windows sorted by start (not SLIDING)
-	entries   []entry // SLIDING: events sorted by (ts, seq)
-	argv      []Value // SLIDING: the entries' aggregate arguments, len(Plan.Aggregates) per entry
-	pending   int     // SLIDING: entries[pending:] have not had their result
-	closedEnd int64   // SESSION: end of the last closed session
-	ord       uint64  // COUNTWINDOW: ordinal of the current window
+	wins      []*win        // open windows sorted by start (not SLIDING)
+	entries   []entry       // SLIDING: events sorted by (ts, seq)
+	argv      []Value       // SLIDING: the entries' aggregate arguments, len(Plan.Aggregates) per entry
+	pending   int           // SLIDING: entries[pending:] have not had their result
+	closedEnd int64         // SESSION: end of the last closed session
+	ord       uint64        // COUNTWINDOW: ordinal of the current window
+	series    []SeriesState // series functions' states, by aggregate index; nil without
 
 	timer int64 // watermark at which this group has work; never if none
 	hidx  int   // index in the timer heap; -1 if not in it
@@ -238,6 +246,7 @@ func New(plan *Plan, opts Options) (*Engine, error) {
 	if e.kind == Tumbling {
 		e.hop = e.size
 	}
+	e.initSeries()
 	e.fp = fmt.Sprintf("rule=%s;plan=%s;window=%s;keys=%d;aggs=%d;cols=%d;lateness=%d;idle=%d;future=%d",
 		plan.Rule, plan.Fingerprint, w, len(plan.GroupBy), len(plan.Aggregates), len(plan.Columns),
 		e.lateness, e.idle, e.maxFuture)
@@ -376,7 +385,7 @@ func (e *Engine) advanceTo(w int64) {
 		e.fire(g)
 		if g.timer == never {
 			heap.Pop(&e.timers)
-			if g.empty() {
+			if g.empty() && g.series == nil { // a series history outlives windows
 				delete(e.groups, g.key)
 			}
 		} else {
@@ -386,6 +395,7 @@ func (e *Engine) advanceTo(w int64) {
 }
 
 func (e *Engine) takeOut() []Result {
+	e.settle()
 	out := e.out
 	e.out = nil
 	if len(out) > 1 {
@@ -446,6 +456,7 @@ func (e *Engine) group(g *group) *group {
 		closedEnd: noTime,
 		timer:     never,
 		hidx:      -1,
+		series:    e.newSeries(),
 	}
 	e.groups[g.key] = g
 	return g
@@ -454,7 +465,7 @@ func (e *Engine) group(g *group) *group {
 func (e *Engine) newWin(start, end, closeAt int64) *win {
 	w := &win{start: start, end: end, closeAt: closeAt, aggs: make([]Aggregator, len(e.plan.Aggregates))}
 	for i := range e.plan.Aggregates {
-		w.aggs[i] = e.plan.Aggregates[i].New()
+		w.aggs[i] = e.newAggregator(i)
 	}
 	e.open++
 	return w
@@ -669,7 +680,7 @@ func (e *Engine) fireSliding(g *group) {
 		}
 		aggs := make([]Aggregator, len(e.plan.Aggregates))
 		for i := range aggs {
-			aggs[i] = e.plan.Aggregates[i].New()
+			aggs[i] = e.newAggregator(i)
 		}
 		k := len(aggs)
 		for j := lo; j < hi; j++ {
@@ -715,16 +726,33 @@ func (g *group) empty() bool {
 // emit turns a closed window into a Result, unless HAVING rejects it.
 func (e *Engine) emit(g *group, aggs []Aggregator, start, end, last int64, ord uint64, withOrd bool) {
 	for i, a := range aggs {
+		if e.series[i] {
+			g.series[i].Window(a.(*pointsAgg).values(), e.recs[i])
+			e.aggVals[i] = e.recs[i][0]
+			continue
+		}
 		e.aggVals[i] = a.Result()
 	}
-	e.row = Row{Group: g.vals, Aggregates: e.aggVals, Start: time.Unix(0, start).UTC(), End: time.Unix(0, end).UTC()}
+	e.row = Row{Group: g.vals, Aggregates: e.aggVals, Records: e.recs, Start: unixTime(start), End: unixTime(end)}
+	if e.plan.Fleet != nil {
+		e.hold(g, start, end, last)
+		return
+	}
+	e.finish(g, start, end, last, ord, withOrd)
+}
+
+// finish applies HAVING to e.row and turns it into a Result.
+func (e *Engine) finish(g *group, start, end, last int64, ord uint64, withOrd bool) {
 	if e.plan.Having != nil && !e.plan.Having(&e.row) {
 		e.st.HavingFiltered++
 		return
 	}
-	values := make(map[string]any, len(e.plan.Columns))
+	values := make(map[string]any, len(e.plan.Columns)+len(FleetColumns))
 	for _, c := range e.plan.Columns {
 		values[c.Name] = c.Eval(&e.row).Any()
+	}
+	if e.plan.Fleet != nil {
+		e.row.Fleet.addValues(values)
 	}
 	keys := make(map[string]any, len(g.vals))
 	for i, k := range e.plan.GroupBy {

@@ -135,6 +135,8 @@ type Plan struct {
 	Columns []Column
 	// Having keeps the results for which it returns true; nil keeps all.
 	Having func(*Row) bool
+	// Fleet, when set, judges each window's groups against their peers before HAVING.
+	Fleet *Fleet
 	// Fingerprint identifies the plan's meaning (e.g. a hash of its
 	// normalised SQL). Restore refuses snapshots of another fingerprint.
 	Fingerprint string
@@ -150,7 +152,11 @@ type GroupKey struct {
 type AggregateCall struct {
 	Name string             // canonical text, e.g. "avg(temperature)", for messages
 	Arg  func(*Event) Value // the argument per event; nil for f(*), which gets TRUE
-	New  func() Aggregator  // a fresh, empty state
+	New  func() Aggregator  // a fresh, empty state; nil for a series function
+	// Series, for a series function, makes a group's empty state; Fields is the length of
+	// its record. The engine collects the window's numbers itself.
+	Series func() SeriesState
+	Fields int
 }
 
 // Column is one output column.
@@ -162,8 +168,12 @@ type Column struct {
 // Row is what output columns and HAVING see of a closed window.
 type Row struct {
 	Group      []Value // in Plan.GroupBy order
-	Aggregates []Value // in Plan.Aggregates order
+	Aggregates []Value // in Plan.Aggregates order; a series function's first field
+	// Records holds, at a series function's index, its record (nil elsewhere).
+	Records    [][]Value
 	Start, End time.Time
+	// Fleet is the group's verdict against its peers, for plans with Fleet.
+	Fleet FleetVerdict
 }
 
 // Validate checks the plan's structure.
@@ -188,8 +198,18 @@ func (p *Plan) Validate() error {
 		names[k.Name] = true
 	}
 	for i, a := range p.Aggregates {
-		if a.New == nil {
-			return fmt.Errorf("plan %s: Aggregates[%d] (%s) needs New", p.Rule, i, a.Name)
+		switch {
+		case (a.New == nil) == (a.Series == nil):
+			return fmt.Errorf("plan %s: Aggregates[%d] (%s) needs New or Series", p.Rule, i, a.Name)
+		case a.Series != nil && a.Fields < 1:
+			return fmt.Errorf("plan %s: Aggregates[%d] (%s) needs Fields", p.Rule, i, a.Name)
+		case a.Series != nil && (p.Window.Kind == Hopping || p.Window.Kind == Sliding):
+			return fmt.Errorf("plan %s: %s keeps a history across windows and needs windows that do not overlap (TUMBLING, SESSION or COUNTWINDOW), not %s", p.Rule, a.Name, p.Window.Kind)
+		}
+	}
+	if p.Fleet != nil {
+		if err := p.Fleet.validate(p); err != nil {
+			return err
 		}
 	}
 	if len(p.Columns) == 0 {

@@ -64,6 +64,7 @@ func (e *Engine) Snapshot() ([]byte, error) {
 				b = appendValue(b, v)
 			}
 		}
+		b = e.appendSeries(b, g)
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b)), nil
 }
@@ -152,7 +153,7 @@ func (e *Engine) Restore(snap []byte) error {
 				return err
 			}
 			for i := range w.aggs {
-				w.aggs[i] = e.plan.Aggregates[i].New()
+				w.aggs[i] = e.newAggregator(i)
 				if b, err = w.aggs[i].ReadState(b); err != nil {
 					return ErrCorruptSnapshot
 				}
@@ -191,6 +192,9 @@ func (e *Engine) Restore(snap []byte) error {
 				g.argv = append(g.argv, v)
 			}
 			g.entries = append(g.entries, en)
+		}
+		if b, err = e.readSeries(b, g); err != nil {
+			return err
 		}
 		open += len(g.entries) - g.pending
 		g.timer = e.timerOf(g, n.wm)
