@@ -388,6 +388,9 @@ func (r *Rule) describe(c *compiled) {
 			r.Columns = append(r.Columns, col.Name)
 		}
 	}
+	if c.plan.Fleet != nil {
+		r.Columns = append(r.Columns, window.FleetColumns...) // OUTLIERS adds its verdict
+	}
 	r.Fingerprint = c.fp
 	if r.Lateness == nil {
 		r.Lateness = D(c.opts.Lateness)
