@@ -143,4 +143,3 @@ func TestAnomalyRulesEndToEnd(t *testing.T) {
 		t.Errorf("influx rows %v (columns %v)", rows, cols)
 	}
 }
-
