@@ -116,7 +116,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.mqtt, err = mqtt.New(mqttCfg, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
 		return nil, err
 	}
-	if h.coap, err = coap.New(coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
+	coapCfg := coap.Config{Addr: cfg.CoAPAddr, DTLSAddr: cfg.CoAPSAddr}
+	if h.tls != nil {
+		coapCfg.Certs = h.tls // certificate DTLS next to PSK on --coaps-addr
+	}
+	if h.coap, err = coap.New(coapCfg, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
 		return nil, err
 	}
 	// Replays, scenarios and virtual fleets (simulator/*).

@@ -18,9 +18,16 @@ import (
 
 	pahov5 "github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	coapoptions "github.com/plgd-dev/go-coap/v3/options"
+	coapclient "github.com/plgd-dev/go-coap/v3/udp/client"
 
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/protocols/coap"
 	"github.com/tributary-iot/tributary/tlsconf/tlstest"
 )
 
@@ -432,4 +439,119 @@ func TestCertificateReload(t *testing.T) {
 	if _, err := v3TLS("tls://"+h.MQTTSAddr(), "d2-after", "d2", h.tokens["d2"], cfg); err != nil {
 		t.Fatalf("new connection after an invalid key file: %v", err)
 	}
+}
+
+// dtlsCert dials the hub's DTLS port presenting cert (nil: none), trusting the server CA.
+func (h *tlsHub) dtlsCert(t *testing.T, cert *tlstest.Cert) (*coapclient.Conn, error) {
+	t.Helper()
+	opts := []piondtls.ClientOption{
+		piondtls.WithRootCAs(h.serverCA.Pool()),
+		piondtls.WithServerName("localhost"),
+	}
+	if cert != nil {
+		opts = append(opts, piondtls.WithCertificates(cert.TLS))
+	}
+	cc, err := coapdtls.Dial(h.CoAPSAddr(), coapdtls.NewDTLSClientOptions(opts...), coapoptions.WithErrors(func(error) {}))
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc, nil
+}
+
+// dtlsHandshake runs a bare DTLS handshake with cert and returns its error.
+func (h *tlsHub) dtlsHandshake(t *testing.T, cert tlstest.Cert) error {
+	t.Helper()
+	addr, err := net.ResolveUDPAddr("udp", h.CoAPSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := piondtls.DialWithOptions("udp", addr, piondtls.WithRootCAs(h.serverCA.Pool()),
+		piondtls.WithServerName("localhost"), piondtls.WithCertificates(cert.TLS))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	return conn.HandshakeContext(ctx)
+}
+
+func coapPost(t *testing.T, cc *coapclient.Conn, path, payload string) (codes.Code, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	resp, err := cc.Post(ctx, path, message.AppJSON, strings.NewReader(payload))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	body, _ := resp.ReadBody()
+	return resp.Code(), string(body)
+}
+
+func TestCoAPOverDTLSWithCertificates(t *testing.T) {
+	t.Parallel()
+	h := startTLS(t)
+	d1Cert := h.devCA.Client(t, "d1", tlstest.Options{})
+
+	cc, err := h.dtlsCert(t, &d1Cert)
+	if err != nil {
+		t.Fatalf("DTLS with a client certificate: %v", err)
+	}
+	payload := `{"via":"coaps-cert"}`
+	if code, body := coapPost(t, cc, "/devices/d1/telemetry", payload); code != codes.Changed {
+		t.Fatalf("POST as d1 by certificate: %s %q, want 2.04", code, body)
+	}
+	h.expectStored(t, "d1", payload)
+	if code, body := coapPost(t, cc, "/devices/d2/telemetry", `{"x":1}`); code != codes.Forbidden {
+		t.Fatalf("POST to d2's path with d1's certificate: %s %q, want 4.03", code, body)
+	}
+
+	// Pre-shared keys keep working on the same port.
+	psk, err := coapdtls.Dial(h.CoAPSAddr(), coapdtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return coap.PSKFromToken(h.tokens["d2"]), nil }),
+		piondtls.WithPSKIdentityHint([]byte("d2")),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	), coapoptions.WithErrors(func(error) {}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer psk.Close()
+	if code, body := coapPost(t, psk, "/devices/d2/telemetry", `{"via":"coaps-psk"}`); code != codes.Changed {
+		t.Fatalf("POST as d2 by PSK next to certificates: %s %q, want 2.04", code, body)
+	}
+	h.expectStored(t, "d2", `{"via":"coaps-psk"}`)
+
+	// A certificate session without a client certificate has no identity.
+	anon, err := h.dtlsCert(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := coapPost(t, anon, "/devices/d1/telemetry", `{"x":1}`); code != codes.Unauthorized {
+		t.Fatalf("POST without a client certificate or PSK: %s %q, want 4.01", code, body)
+	}
+
+	// Bad certificates fail the handshake.
+	before := h.metric(t, `tributary_tls_handshake_failures_total{listener="coaps"}`)
+	for name, cert := range map[string]tlstest.Cert{
+		"another CA":     tlstest.NewCA(t, "rogue CA").Client(t, "d1", tlstest.Options{}),
+		"expired":        h.devCA.Client(t, "d1", tlstest.Options{Expired: true}),
+		"unknown device": h.devCA.Client(t, "ghost", tlstest.Options{}),
+	} {
+		if err := h.dtlsHandshake(t, cert); err == nil {
+			t.Errorf("DTLS handshake with a certificate from %s succeeded", name)
+		}
+	}
+	hubtest.Eventually(t, 5*time.Second, func() bool {
+		return h.metric(t, `tributary_tls_handshake_failures_total{listener="coaps"}`) >= before+3
+	}, "failed DTLS handshakes not counted: %v, want %v", h.metric(t, `tributary_tls_handshake_failures_total{listener="coaps"}`), before+3)
+
+	// Deleting the device ends what its certificate can do.
+	if code := h.Do("DELETE", "/api/v1/devices/d1", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("delete d1: %d", code)
+	}
+	hubtest.Eventually(t, 5*time.Second, func() bool {
+		code, _ := coapPost(t, cc, "/devices/d1/telemetry", `{"x":2}`)
+		return code == codes.Unauthorized
+	}, "the deleted device's certificate session still publishes")
 }

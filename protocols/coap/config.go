@@ -13,6 +13,10 @@ type Config struct {
 	Addr string `yaml:"coap_addr" json:"coap_addr"`
 	// DTLSAddr is the DTLS (pre-shared key) listen address, e.g. ":5684"; "" turns DTLS off.
 	DTLSAddr string `yaml:"coaps_addr" json:"coaps_addr"`
+	// Certs adds certificate-based DTLS to DTLSAddr, next to the pre-shared keys: the server
+	// presents Certs' certificate, and with a client CA devices may authenticate with client
+	// certificates (CN or SAN = device ID). nil: PSK only.
+	Certs CertSource `yaml:"-" json:"-"`
 	// InactivityTimeout is how long a silent peer's state is kept (default 5m). A peer with
 	// observers is pinged instead, and forgotten only when two pings in a row go unanswered.
 	InactivityTimeout time.Duration `yaml:"coap_inactivity_timeout" json:"coap_inactivity_timeout"`

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	piondtls "github.com/pion/dtls/v3"
 	"github.com/pion/logging"
@@ -27,8 +28,9 @@ func PSKFromToken(token string) []byte {
 
 // dtlsIdentity is who a DTLS session authenticated as, with the key it used.
 type dtlsIdentity struct {
-	name  string // PSK identity: a device ID or "app"
+	name  string // PSK identity: a device ID or "app"; or the device a client certificate names
 	psk   []byte // the key at the first request (nil before)
+	cert  bool   // authenticated by a client certificate, not a PSK
 	ident protocols.Identity
 }
 
@@ -44,11 +46,16 @@ var dtlsCipherSuites = []piondtls.CipherSuiteID{
 }
 
 func (s *Server) dtlsOptions(ctx context.Context) coapnet.DTLSServerOptions {
-	return coapnet.NewDTLSServerOptions(
+	suites := dtlsCipherSuites
+	if s.cfg.Certs != nil {
+		suites = append(slices.Clone(dtlsCipherSuites), certCipherSuites...)
+	}
+	opts := []piondtls.ServerOption{
 		piondtls.WithPSK(func(identity []byte) ([]byte, error) { return s.pskFor(ctx, string(identity)) }),
-		piondtls.WithCipherSuites(dtlsCipherSuites...),
+		piondtls.WithCipherSuites(suites...),
 		piondtls.WithLoggerFactory(loggerFactory{s.log}),
-	)
+	}
+	return coapnet.NewDTLSServerOptions(append(opts, s.certOptions(ctx)...)...)
 }
 
 // pskFor is the handshake's PSK callback. An unknown identity fails the handshake and is
@@ -82,6 +89,14 @@ func (s *Server) dtlsIdentity(ctx context.Context, cs *connState, req request) (
 	if f != nil {
 		return protocols.Identity{}, f
 	}
+	if id.cert {
+		// As a rotated token ends a PSK session, a deleted device ends a certificate session.
+		if !s.certDeviceExists(id.name) {
+			return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: the certificate's device is no longer registered")
+		}
+		s.seen(id.name, cs)
+		return id.ident, nil
+	}
 	psk, ok := s.lookupPSK(id.name)
 	if id.psk == nil {
 		if !ok {
@@ -112,7 +127,14 @@ func (s *Server) sessionIdentity(cs *connState) (*dtlsIdentity, *failure) {
 		return nil, fail(codes.InternalServerError, "DTLS session state unavailable")
 	}
 	id := &dtlsIdentity{name: string(st.IdentityHint)}
-	if id.name == protocols.AppUsername {
+	if len(st.PeerCertificates) > 0 {
+		name, err := s.certDevice(st.PeerCertificates)
+		if err != nil {
+			return nil, fail(codes.Unauthorized, "%s", err)
+		}
+		id = &dtlsIdentity{name: name, cert: true}
+	}
+	if id.name == protocols.AppUsername && !id.cert {
 		id.ident = protocols.Identity{App: true}
 	} else {
 		id.ident = protocols.Identity{DeviceID: id.name}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	piondtls "github.com/pion/dtls/v3"
 	"github.com/plgd-dev/go-coap/v3/dtls"
 	dtlsServer "github.com/plgd-dev/go-coap/v3/dtls/server"
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -25,6 +27,7 @@ import (
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/tlsconf"
 )
 
 // protocolName is the envelope's Protocol and the metrics label.
@@ -100,6 +103,9 @@ type Server struct {
 	mu             sync.Mutex
 	addr, dtlsAddr string
 
+	// handshakes counts and logs failed DTLS handshakes (nil without DTLS).
+	handshakes *tlsconf.HandshakeLogger
+
 	// wg owns every goroutine the server starts besides Run's own: per-peer workers,
 	// observers, periodic runners.
 	wg sync.WaitGroup
@@ -147,6 +153,7 @@ func New(cfg Config, in Ingester, auth protocols.Authenticator, sub Subscriber, 
 			return nil, fmt.Errorf("coap: coaps_addr is set but the authenticator (%T) has no DevicePSK/AppPSK for DTLS", auth)
 		}
 		s.psk = psk
+		s.handshakes = tlsconf.NewHandshakeLogger("coaps", log)
 	}
 	return s, nil
 }
@@ -327,6 +334,13 @@ func (s *Server) periodicRunner(ctx context.Context) func(func(time.Time) bool) 
 // coapError receives go-coap's errors: almost all are caused by peers (malformed datagrams,
 // failed handshakes, vanished clients), so they are logged at debug level.
 func (s *Server) coapError(err error) {
+	var he *piondtls.HandshakeError
+	if s.handshakes != nil && errors.As(err, &he) {
+		// go-coap reports it as "<remote address>: <error>".
+		remote, _, _ := strings.Cut(err.Error(), ": ")
+		s.handshakes.Failed(remote, he)
+		return
+	}
 	s.log.Debug("coap", "err", err)
 }
 
