@@ -27,7 +27,7 @@ func loadConfig(args []string, getenv func(string) string) (hub.Config, error) {
 	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", cfg.MQTTAddr, "MQTT 3.1.1 and 5 over TCP")
 	fs.StringVar(&cfg.MQTTWSAddr, "mqtt-ws-addr", cfg.MQTTWSAddr, "MQTT over WebSocket (empty: off)")
 	fs.StringVar(&cfg.CoAPAddr, "coap-addr", cfg.CoAPAddr, "CoAP over UDP")
-	fs.StringVar(&cfg.CoAPSAddr, "coaps-addr", cfg.CoAPSAddr, "CoAP over DTLS with pre-shared keys (empty: off)")
+	fs.StringVar(&cfg.CoAPSAddr, "coaps-addr", cfg.CoAPSAddr, "CoAP over DTLS with pre-shared keys, and certificates with --tls-cert (empty: off)")
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "external NATS server or cluster (comma-separated URLs); empty runs the embedded server")
 	fs.StringVar(&cfg.NATSAddr, "nats-addr", cfg.NATSAddr, "client listener of the embedded NATS server (empty: in-process only)")
 	fs.StringVar(&cfg.InfluxURL, "influx-url", cfg.InfluxURL, "InfluxDB URL for time-series storage (empty: off)")
