@@ -223,6 +223,17 @@ func TestMQTTOverTLS(t *testing.T) {
 		}
 		h.expectStored(t, "d2", payload)
 	})
+	t.Run("application with a device certificate", func(t *testing.T) {
+		// Username app is checked against the API key; the certificate does not make it a device.
+		c, err := v3TLS("tls://"+addr, "app-cert", "app", hubtest.APIKey, h.clientTLS(&d1Cert))
+		if err != nil {
+			t.Fatalf("app over TLS with a client certificate: %v", err)
+		}
+		c.Disconnect(50)
+		if _, err := v3TLS("tls://"+addr, "app-cert-bad", "app", "wrong", h.clientTLS(&d1Cert)); err == nil || !strings.Contains(err.Error(), "(return code 5)") {
+			t.Fatalf("app with a wrong key and a device certificate: %v, want return code 5", err)
+		}
+	})
 	t.Run("refused with CONNACK", func(t *testing.T) {
 		ghost := h.devCA.Client(t, "ghost", tlstest.Options{})
 		for _, tc := range []struct {
