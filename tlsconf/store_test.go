@@ -356,3 +356,47 @@ func TestLogLimiter(t *testing.T) {
 		t.Fatalf("after the interval: %v %d, want allowed with 5 held back", ok, n)
 	}
 }
+
+// TestClientCAReload: the device listener's client CA pool follows the bundle file.
+func TestClientCAReload(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, oldCA, newCA := tlstest.NewCA(t, "server CA"), tlstest.NewCA(t, "old devices CA"), tlstest.NewCA(t, "new devices CA")
+	certFile, keyFile := serverCA.Server(t, "hub").WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "ca.pem")
+	tlstest.WriteFile(t, caFile, oldCA.PEM)
+	store, err := tlsconf.New(tlsconf.Config{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, store.DeviceConfig(), "test-ca-reload")
+	// handshake presents cert whatever CAs the server names, and reads the server's verdict.
+	handshake := func(cert tlstest.Cert) error {
+		cfg := &tls.Config{RootCAs: serverCA.Pool(), ServerName: "localhost",
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert.TLS, nil }}
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = io.ReadAll(c)
+		if err == nil && len(c.ConnectionState().PeerCertificates) == 0 {
+			return errors.New("no server certificate")
+		}
+		return err
+	}
+	oldDev, newDev := oldCA.Client(t, "d1", tlstest.Options{}), newCA.Client(t, "d1", tlstest.Options{})
+	if err := handshake(oldDev); err != nil {
+		t.Fatalf("device of the configured CA: %v", err)
+	}
+	if err := handshake(newDev); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
+		t.Fatalf("device of a CA not yet in the bundle: %v, want unknown certificate authority", err)
+	}
+	tlstest.WriteFile(t, caFile, newCA.PEM)
+	store.Check()
+	if err := handshake(newDev); err != nil {
+		t.Fatalf("device of the new CA after the bundle changed: %v", err)
+	}
+	if err := handshake(oldDev); err == nil {
+		t.Fatal("device of the removed CA still accepted")
+	}
+}
