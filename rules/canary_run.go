@@ -84,16 +84,23 @@ func canaryGroups(d *CanaryDef, rows []window.Result) (can, ctl canary.Group, ov
 	return can, ctl, overlap
 }
 
-// scoreInterval publishes one interval's result and the alerts its verdict calls for.
-func (r *runner) scoreInterval(ctx context.Context, rows []window.Result, recv time.Time) error {
-	d := r.c.canary
+// score scores one interval's rows and returns the history with it and the verdict over that.
+func (d *CanaryDef) score(hist []canary.Outcome, rows []window.Result) (canary.Interval, []canary.Outcome, canary.Verdict) {
 	can, ctl, overlap := canaryGroups(d, rows)
 	iv := canary.Evaluate(&d.Config, can, ctl)
 	if overlap > 0 {
 		iv.Warnings = append(iv.Warnings, fmt.Sprintf("%d devices match both canary_group and control_group and are left out of both", overlap))
 	}
-	r.canaryHist = canary.Record(&d.Config, r.canaryHist, iv)
-	v := canary.Judge(&d.Config, r.canaryHist)
+	hist = canary.Record(&d.Config, hist, iv)
+	return iv, hist, canary.Judge(&d.Config, hist)
+}
+
+// scoreInterval publishes one interval's result and the alerts its verdict calls for.
+func (r *runner) scoreInterval(ctx context.Context, rows []window.Result, recv time.Time) error {
+	d := r.c.canary
+	var iv canary.Interval
+	var v canary.Verdict
+	iv, r.canaryHist, v = d.score(r.canaryHist, rows)
 
 	first := rows[0]
 	id := r.rule.Name + "/" + strconv.FormatInt(first.WindowStart.UnixNano(), 10) + "-" + strconv.FormatInt(first.WindowEnd.UnixNano(), 10) + "/canary"
