@@ -331,14 +331,32 @@ func (m *Manager) GetCanary(ctx context.Context, name string) (Canary, error) {
 
 func (m *Manager) getCanaryRule(ctx context.Context, name string) (Rule, error) {
 	r, err := m.Get(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return Rule{}, canaryNotFound{name: name}
+	}
 	if err != nil {
 		return Rule{}, err
 	}
 	if r.Canary == nil {
-		return Rule{}, fmt.Errorf("%w: %s is a rule, not a canary", ErrNotFound, name)
+		return Rule{}, canaryNotFound{name: name, rule: true}
 	}
 	return r, nil
 }
+
+// canaryNotFound is ErrNotFound for a canary, with a message that says so.
+type canaryNotFound struct {
+	name string
+	rule bool // a rule (not a canary) has the name
+}
+
+func (e canaryNotFound) Error() string {
+	if e.rule {
+		return fmt.Sprintf("no canary named %q: %s is a rule, not a canary", e.name, e.name)
+	}
+	return fmt.Sprintf("no canary named %q", e.name)
+}
+
+func (e canaryNotFound) Is(target error) bool { return target == ErrNotFound }
 
 // ListCanaries returns every canary, by name, each with its latest result.
 func (m *Manager) ListCanaries(ctx context.Context) ([]Canary, error) {

@@ -5,6 +5,7 @@
 //	hubctl tail 'devices/+/telemetry'
 //	hubctl query <device> <field> --from -1h --every 1m --agg mean
 //	hubctl rules|replay|sim list|get|create|delete|stop ...
+//	hubctl canary list|get|create|results|delete
 //
 // The server and API key come from --server/--api-key, else HUB_URL/HUB_API_KEY, else the
 // config file (~/.config/tributary/hubctl.yaml, or --config/HUBCTL_CONFIG). Exit codes: 0 ok,
@@ -41,6 +42,7 @@ Usage:
   hubctl tail <topic-filter>... [--fields a,b] [--since SEQ] [--count N] [-o pretty|json]
   hubctl query <device> <field> [--from -1h] [--to now] [--every 1m] [--agg mean] [-o table|csv|json] [--no-spark]
   hubctl rules list | get <name> | create -f rule.json | delete <name> | stats <name> | results <name>
+  hubctl canary list | get <name> | create -f canary.yaml | results <name> [--since -1h] [--limit N] | delete <name>
   hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | pause|resume|stop <id> | delete <id>
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
 
@@ -83,8 +85,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = c.resource(resources["replays"], rest)
 	case "sim", "sims", "simulations":
 		err = c.resource(resources["simulations"], rest)
+	case "canary", "canaries":
+		err = c.canaries(rest)
 	default:
-		err = usageErrorf("unknown command %q (want devices, tail, query, rules, replay or sim)", cmd)
+		err = usageErrorf("unknown command %q (want devices, tail, query, rules, canary, replay or sim)", cmd)
 	}
 	return c.exit(err)
 }
