@@ -103,9 +103,9 @@ func TestCanaryEndToEnd(t *testing.T) {
 	}
 	for _, c := range []map[string]any{
 		{"name": "twin", "interval": "10s", "lateness": "0s", "idle_timeout": "0s",
-			"canary_group": map[string]any{"devices": []string{"k0", "k1", "k2", "k3", "k4"}},
+			"canary_group":  map[string]any{"devices": []string{"k0", "k1", "k2", "k3", "k4"}},
 			"control_group": map[string]any{"devices": []string{"k5", "k6", "k7", "k8", "k9"}},
-			"metrics": []map[string]any{{"field": "latency"}, {"field": "errors", "method": "mann-whitney"}}},
+			"metrics":       []map[string]any{{"field": "latency"}, {"field": "errors", "method": "mann-whitney"}}},
 		{"name": "tiny", "interval": "10s", "lateness": "0s", "idle_timeout": "0s",
 			"canary_group": map[string]any{"devices": []string{"k0", "k1"}}, "control_group": map[string]any{"type": "gateway", "tags": []string{"fw:2.1"}},
 			"metrics": []map[string]any{{"field": "latency"}}},
