@@ -108,3 +108,14 @@ export function historyChart(el, field, points, color = palette[1]) {
   const ro = autoSize(plot, el, height);
   return { destroy: () => { ro.disconnect(); plot.destroy(); }, count: xs.length };
 }
+
+// compareChart draws several series over the same times: series is [[label, values], ...].
+export function compareChart(el, xs, series) {
+  const height = 200;
+  const opts = baseOpts(Math.max(200, el.clientWidth), height, palette[0], series[0][0]);
+  opts.legend = { show: true };
+  opts.series = [{}, ...series.map(([label], i) => ({ label, stroke: colorFor(i * 2), width: 2, points: { show: true, size: 5, fill: colorFor(i * 2) } }))];
+  const plot = new uPlot(opts, [xs, ...series.map(([, ys]) => ys)], el);
+  const ro = autoSize(plot, el, height);
+  return { destroy: () => { ro.disconnect(); plot.destroy(); } };
+}

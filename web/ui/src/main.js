@@ -7,6 +7,7 @@ import { devicesPage } from './pages/devices.js';
 import { devicePage } from './pages/device.js';
 import { rulesPage } from './pages/rules.js';
 import { simsPage } from './pages/sims.js';
+import { canariesPage, canaryPage } from './pages/canaries.js';
 
 const routes = [
   [/^#?\/?$/, () => devicesPage()],
@@ -14,6 +15,8 @@ const routes = [
   [/^#\/devices\/([^/]+)$/, (m) => devicePage(decodeURIComponent(m[1]))],
   [/^#\/rules\/?$/, () => rulesPage()],
   [/^#\/simulations\/?$/, () => simsPage()],
+  [/^#\/canaries\/?$/, () => canariesPage()],
+  [/^#\/canaries\/([^/]+)$/, (m) => canaryPage(decodeURIComponent(m[1]))],
 ];
 
 const app = document.getElementById('app');
@@ -27,6 +30,7 @@ function nav() {
       h('span', { class: 'logo' }), h('span', null, 'Tributary')),
     link('#/devices', 'Devices', /^#?\/?$|^#\/devices/),
     link('#/rules', 'Rules & alerts', /^#\/rules/),
+    link('#/canaries', 'Canaries', /^#\/canaries/),
     link('#/simulations', 'Replays & simulations', /^#\/simulations/),
     h('div', { class: 'spacer' }),
     h('button', { class: 'link', onclick: () => logout() }, 'Sign out'));
