@@ -22,7 +22,6 @@
 package canary
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -403,35 +402,33 @@ func MannWhitney(a, b []float64) float64 {
 	if n1 == 0 || n2 == 0 {
 		return 1
 	}
-	type obs struct {
-		v float64
-		a bool
-	}
-	all := make([]obs, 0, n1+n2)
-	for _, v := range a {
-		all = append(all, obs{v, true})
-	}
-	for _, v := range b {
-		all = append(all, obs{v, false})
-	}
-	slices.SortFunc(all, func(x, y obs) int { return cmp.Compare(x.v, y.v) })
+	// Ranks by merging the sorted samples: ties (across both) get the average of their ranks.
+	sa, sb := slices.Clone(a), slices.Clone(b)
+	slices.Sort(sa)
+	slices.Sort(sb)
 	n := float64(n1 + n2)
-	var r1, ties float64
-	for i := 0; i < len(all); {
-		j := i + 1
-		for j < len(all) && all[j].v == all[i].v {
-			j++
+	var r1, ties, pos float64
+	for i, j := 0, 0; i < n1 || j < n2; {
+		var v float64
+		switch {
+		case j == n2 || i < n1 && sa[i] <= sb[j]:
+			v = sa[i]
+		default:
+			v = sb[j]
 		}
-		rank := float64(i+j+1) / 2 // average of ranks i+1 .. j
-		for k := i; k < j; k++ {
-			if all[k].a {
-				r1 += rank
-			}
+		ca, cb := 0, 0
+		for i < n1 && sa[i] == v {
+			i, ca = i+1, ca+1
 		}
-		if t := float64(j - i); t > 1 {
+		for j < n2 && sb[j] == v {
+			j, cb = j+1, cb+1
+		}
+		t := float64(ca + cb)
+		r1 += float64(ca) * (pos + (t+1)/2)
+		if t > 1 {
 			ties += t*t*t - t
 		}
-		i = j
+		pos += t
 	}
 	u1 := r1 - float64(n1)*float64(n1+1)/2
 	mu := float64(n1) * float64(n2) / 2

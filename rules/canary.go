@@ -229,18 +229,27 @@ func (s *Selector) constraints() map[string]string {
 	return c
 }
 
-// match reports whether a result's group (device, type, tags.<key> values) is of s.
-func (s *Selector) match(group map[string]any) bool {
+// matcher returns a test of whether a result's group (device, type, tags.<key> values) is of s.
+func (s *Selector) matcher() func(group map[string]any) bool {
 	if len(s.Devices) > 0 {
-		id, _ := group["device"].(string)
-		return slices.Contains(s.Devices, id)
-	}
-	for k, v := range s.constraints() {
-		if got, _ := group[k].(string); got != v {
-			return false
+		ids := make(map[string]bool, len(s.Devices))
+		for _, id := range s.Devices {
+			ids[id] = true
+		}
+		return func(group map[string]any) bool {
+			id, _ := group["device"].(string)
+			return ids[id]
 		}
 	}
-	return true
+	want := s.constraints()
+	return func(group map[string]any) bool {
+		for k, v := range want {
+			if got, _ := group[k].(string); got != v {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

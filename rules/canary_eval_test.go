@@ -130,3 +130,37 @@ func TestCanaryEvaluation(t *testing.T) {
 	}
 	t.Log("\n| method | tolerance | canary | rollouts failed | intervals failed |\n|---|---|---|---|---|\n" + strings.Join(report, "\n"))
 }
+
+// BenchmarkCanaryInterval is the cost of scoring one closed interval in the runner: splitting
+// the per-device rows into the groups and comparing three metrics (ratio of means, Mann–Whitney).
+func BenchmarkCanaryInterval(b *testing.B) {
+	for _, devices := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("devices=%d", devices), func(b *testing.B) {
+			def := CanaryDef{Canary: Selector{Tags: []string{"fw:2.1"}}, Control: Selector{Tags: []string{"fw:2.0"}}, Interval: D(time.Minute),
+				Config: canary.Config{Metrics: []canary.Metric{{Field: "a"}, {Field: "b", Method: "mann-whitney"}, {Field: "c", Better: "higher"}}}}
+			if err := def.Config.Normalize(); err != nil {
+				b.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(1, 2))
+			rows := make([]window.Result, devices)
+			for i := range rows {
+				fw := "2.0"
+				if i%2 == 1 {
+					fw = "2.1"
+				}
+				v := map[string]any{}
+				for m := range 3 {
+					v[fmt.Sprintf("m%d_mean", m)] = 100 + rng.NormFloat64()
+					v[fmt.Sprintf("m%d_n", m)] = 6.0
+				}
+				rows[i] = window.Result{Group: map[string]any{"device": fmt.Sprintf("d%05d", i), "tags.fw": fw}, Values: v}
+			}
+			b.ReportAllocs()
+			var hist []canary.Outcome
+			for b.Loop() {
+				_, hist, _ = def.score(hist, rows)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(devices), "ns/device")
+		})
+	}
+}

@@ -45,9 +45,14 @@ func (r *runner) emitCanary(ctx context.Context, res []window.Result, recv time.
 func canaryGroups(d *CanaryDef, rows []window.Result) (can, ctl canary.Group, overlap int) {
 	can.Metrics = make([][]canary.Unit, len(d.Metrics))
 	ctl.Metrics = make([][]canary.Unit, len(d.Metrics))
-	seen := map[string]int{} // device → 1 canary, 2 control, 3 both
+	inCanary, inControl := d.Canary.matcher(), d.Control.matcher()
+	meanKey, nKey := make([]string, len(d.Metrics)), make([]string, len(d.Metrics))
+	for i := range d.Metrics {
+		meanKey[i], nKey[i] = "m"+strconv.Itoa(i)+"_mean", "m"+strconv.Itoa(i)+"_n"
+	}
+	seen := make(map[string]int, len(rows)) // device → 1 canary, 2 control, 3 both
 	for _, row := range rows {
-		inC, inK := d.Canary.match(row.Group), d.Control.match(row.Group)
+		inC, inK := inCanary(row.Group), inControl(row.Group)
 		id, _ := row.Group["device"].(string)
 		var g *canary.Group
 		switch {
@@ -64,8 +69,8 @@ func canaryGroups(d *CanaryDef, rows []window.Result) (can, ctl canary.Group, ov
 			continue
 		}
 		for i := range d.Metrics {
-			mean, ok := row.Values["m"+strconv.Itoa(i)+"_mean"].(float64)
-			n, _ := row.Values["m"+strconv.Itoa(i)+"_n"].(float64)
+			mean, ok := row.Values[meanKey[i]].(float64)
+			n, _ := row.Values[nKey[i]].(float64)
 			if ok && n > 0 {
 				g.Metrics[i] = append(g.Metrics[i], canary.Unit{Mean: mean, N: int(n)})
 			}
