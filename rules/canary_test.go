@@ -73,6 +73,17 @@ func TestCanaryDefinitionErrors(t *testing.T) {
 	if c.Tenant != "default" || *c.Threshold != 0.9 || c.MinDevices != 5 || !strings.Contains(c.SQL, `WHERE (tags."fw" = '2.1') OR (type = 'gw') GROUP BY device, tags."fw", type, TUMBLING(10s)`) {
 		t.Errorf("defaults or query wrong: %+v\n%s", c.CanaryDef, c.SQL)
 	}
+	// PUT of the stored rule (as GET /api/v1/rules/maybe answers it) keeps the canary; a change
+	// of scoring is a change of meaning (a new fingerprint).
+	r, err := m.Get(context.Background(), "maybe")
+	if err != nil || r.Canary == nil {
+		t.Fatalf("the canary as a rule: %+v, %v", r, err)
+	}
+	r.Canary.Threshold = f(0.5)
+	r2, _, err := m.Put(context.Background(), "maybe", r.Spec)
+	if err != nil || r2.Canary == nil || *r2.Canary.Threshold != 0.5 || r2.Fingerprint == c.Fingerprint || r2.SQL != c.SQL {
+		t.Errorf("PUT of a canary: %+v, %v", r2, err)
+	}
 	// A rule is not a canary.
 	mustCreate(t, m, rules.Spec{Name: "plain", SQL: avgQuery})
 	if _, err := m.GetCanary(context.Background(), "plain"); !errors.Is(err, rules.ErrNotFound) {
