@@ -299,8 +299,8 @@ func TestMQTTOverTLS(t *testing.T) {
 	})
 	t.Run("plain TCP on the TLS port", func(t *testing.T) {
 		before := h.metric(t, `tributary_tls_handshake_failures_total{listener="mqtt-tls"}`)
-		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://"+addr).SetClientID("plain").
-			SetUsername("d1").SetPassword(h.tokens["d1"]).SetAutoReconnect(false).SetConnectTimeout(5*time.Second))
+		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("plain").
+			SetUsername("d1").SetPassword(h.tokens["d1"]).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() == nil {
 			c.Disconnect(0)
 			t.Fatal("plain MQTT connected to the TLS port")
