@@ -301,7 +301,11 @@ func TestMQTTOverTLS(t *testing.T) {
 		before := h.metric(t, `tributary_tls_handshake_failures_total{listener="mqtt-tls"}`)
 		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("plain").
 			SetUsername("d1").SetPassword(h.tokens["d1"]).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() == nil {
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			t.Fatal("plain MQTT to the TLS port: no answer within 10s, want the connection closed")
+		}
+		if tok.Error() == nil {
 			c.Disconnect(0)
 			t.Fatal("plain MQTT connected to the TLS port")
 		}
