@@ -56,8 +56,12 @@ func NewListener(inner net.Listener, cfg *tls.Config, name string, timeout time.
 // Accept returns the next connection whose handshake succeeded.
 func (l *Listener) Accept() (net.Conn, error) {
 	l.start.Do(func() {
-		l.wg.Add(1)
-		go l.acceptLoop()
+		l.mu.Lock() // no wg.Add once Close may be waiting
+		defer l.mu.Unlock()
+		if !l.closed {
+			l.wg.Add(1)
+			go l.acceptLoop()
+		}
 	})
 	select {
 	case c := <-l.ready:
