@@ -259,6 +259,17 @@ func TestMQTTOverTLS(t *testing.T) {
 				t.Errorf("v3 %s: %v, want return code 5 (not authorized)", tc.name, err)
 			}
 		}
+		// The refusals are dead-lettered with their reasons.
+		var dead struct{ Messages []struct{ Device, Reason string } }
+		hubtest.Eventually(t, 5*time.Second, func() bool {
+			dead.Messages = nil
+			h.Do("GET", "/api/v1/deadletters?limit=100", nil, &dead)
+			found := false
+			for _, d := range dead.Messages {
+				found = found || (d.Device == "d2" && strings.Contains(d.Reason, "the username is not a name in the client certificate"))
+			}
+			return found
+		}, "no dead letter for d2 saying the username is not in the certificate: %+v", dead.Messages)
 	})
 	t.Run("refused in the handshake", func(t *testing.T) {
 		other := tlstest.NewCA(t, "rogue CA").Client(t, "d1", tlstest.Options{})
