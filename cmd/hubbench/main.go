@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/hubbench            # everything, ~2 minutes
 //	go run ./cmd/hubbench -quick     # smaller counts, for a smoke test
+//	go run ./cmd/hubbench failover   # rule failover times after kill -9 of its owner
 package main
 
 import (
@@ -19,6 +20,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "failover" { // go run ./cmd/hubbench failover: see failover.go
+		failoverMain(os.Args[2:])
+		return
+	}
 	serve := flag.Bool("serve", false, "internal: run the hub and print its addresses (used by the child process)")
 	quick := flag.Bool("quick", false, "smaller message and connection counts")
 	only := flag.String("only", "", "comma-separated subset: ceiling,qos0,qos1,coap,latency,idle")
