@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +30,11 @@ type instance struct {
 }
 
 func start(t *testing.T, bus *streams.Bus, holder string) *instance {
+	t.Helper()
+	return startTTL(t, bus, holder, ttl)
+}
+
+func startTTL(t *testing.T, bus *streams.Bus, holder string, ttl time.Duration) *instance {
 	t.Helper()
 	nc, err := nats.Connect(bus.ClientURL(), nats.MaxReconnects(0))
 	if err != nil {
@@ -155,8 +161,8 @@ func TestOneHolderUnderContention(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return l.runner("rule.job") != "" }, "the last instance never ran the job")
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.starts) != 4 {
-		t.Errorf("got starts %v, want one per instance", l.starts)
+	if slices.Sort(l.starts); len(slices.Compact(l.starts)) != 4 {
+		t.Errorf("got runs by %v, want every instance", l.starts)
 	}
 }
 
@@ -164,7 +170,9 @@ func TestReleaseOnCancel(t *testing.T) {
 	t.Parallel()
 	bus := streamstest.New(t)
 	l := newLog(t)
-	a, b := start(t, bus, "a"), start(t, bus, "b")
+	// A long TTL: a takeover well within it can only come from the release.
+	const ttl = 4 * time.Second
+	a, b := startTTL(t, bus, "a", ttl), startTTL(t, bus, "b", ttl)
 	stopA := hold(t, a, "rule.r", l)
 	eventually(t, 5*time.Second, func() bool { return l.runner("rule.r") == "a" }, "a does not run the job")
 	hold(t, b, "rule.r", l)
@@ -179,7 +187,7 @@ func TestReleaseOnCancel(t *testing.T) {
 		t.Errorf("a still lists %v as held", a.s.Held())
 	}
 	// Released, not expired: b takes it well within the TTL.
-	eventually(t, ttl/2, func() bool { return l.runner("rule.r") == "b" }, "b did not take the released lease within %v", ttl/2)
+	eventually(t, ttl/3, func() bool { return l.runner("rule.r") == "b" }, "b did not take the released lease within %v", ttl/3)
 	l.mu.Lock()
 	t.Logf("handover after release took %v", l.at["b/start"].Sub(stoppedAt))
 	l.mu.Unlock()
@@ -215,8 +223,8 @@ func TestTakeoverAfterHolderDies(t *testing.T) {
 	}
 	took := bStart.Sub(died)
 	t.Logf("a stopped %v after it was cut off; b took over %v after", aStop.Sub(died), took)
-	if took > ttl+ttl/2 {
-		t.Errorf("takeover took %v, want at most the TTL %v (plus slack)", took, ttl)
+	if took > 2*ttl {
+		t.Errorf("takeover took %v, want about the TTL %v", took, ttl)
 	}
 }
 
