@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -282,6 +283,8 @@ func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*Fai
 		if err != nil {
 			return nil, err
 		}
+		// Kill at a random point of the owner's renewal period (TTL/3), as a crash would.
+		time.Sleep(rand.N(ttl / 3))
 		info, err := js.Stream(ctx, streams.StreamMessages)
 		if err != nil {
 			return nil, err
