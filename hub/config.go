@@ -31,7 +31,7 @@ type Config struct {
 	Retention time.Duration `yaml:"retention"`
 	// MaxPayload is the largest device payload accepted, in bytes.
 	MaxPayload int `yaml:"max_payload"`
-	// Replicas for streams and KV buckets (0: 1 embedded, 3 with an external NATS).
+	// Replicas for streams and KV buckets (0: 3 on an external NATS cluster, else 1).
 	Replicas int `yaml:"replicas"`
 
 	LogLevel  string `yaml:"log_level"`

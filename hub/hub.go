@@ -84,20 +84,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.apiKey, err = loadOrCreateAPIKey(cfg.APIKey, cfg.DataDir, log); err != nil {
 		return nil, err
 	}
-	replicas := cfg.Replicas
-	if replicas == 0 {
-		replicas = 1
-	}
 	h.bus, err = streams.New(ctx, streams.Config{
 		URL:        cfg.NATSURL,
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		ListenAddr: cfg.NATSAddr,
 		Retention:  cfg.Retention,
-		Replicas:   replicas,
+		Replicas:   cfg.Replicas,
 	}, log)
 	if err != nil {
 		return nil, err
 	}
+	replicas := h.bus.Replicas() // 0 in cfg: 3 on a NATS cluster, else 1
 	if h.registry, err = devices.New(ctx, h.bus.JetStream(), devices.Config{Replicas: replicas}, log); err != nil {
 		return nil, err
 	}

@@ -40,7 +40,8 @@ type Config struct {
 	DeadLetterRetention time.Duration `yaml:"dead_letter_retention" json:"dead_letter_retention"`
 	// DedupWindow is how long JetStream remembers message IDs (default 2m).
 	DedupWindow time.Duration `yaml:"dedup_window" json:"dedup_window"`
-	// Replicas per stream and KV bucket (default 1).
+	// Replicas per stream and KV bucket. 0: 3 when the external server is part of a cluster,
+	// else 1 (embedded or a lone server).
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// MaxPending bounds asynchronous publishes awaiting their store ack (default 4096).
 	MaxPending int `yaml:"max_pending" json:"max_pending"`
@@ -60,9 +61,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.DedupWindow == 0 {
 		c.DedupWindow = 2 * time.Minute
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 4096
@@ -142,6 +140,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if b.cfg.Replicas == 0 {
+		b.cfg.Replicas = 1
+		if b.ns == nil && b.nc.ConnectedClusterName() != "" {
+			b.cfg.Replicas = 3 // clustered: survive the loss of one node
+		}
 	}
 	b.js, err = jetstream.New(b.nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),

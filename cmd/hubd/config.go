@@ -37,7 +37,7 @@ func loadConfig(args []string, getenv func(string) string) (hub.Config, error) {
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "admin API key (default: generated at first start and kept in data-dir)")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long raw device messages stay in the hub's streams")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", cfg.MaxPayload, "largest device payload accepted, in bytes")
-	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of streams and KV buckets (0: 1 embedded)")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of streams and KV buckets (0: 3 on an external NATS cluster, else 1)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a dead instance's rules wait before another instance takes them over (0: 5s)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")

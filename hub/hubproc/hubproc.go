@@ -23,8 +23,25 @@ import (
 	"github.com/tributary-iot/tributary/hub"
 )
 
-// envDir passes the child its data directory.
-const envDir = "TRIBUTARY_HUBPROC_DIR"
+// envDir passes the child its data directory; envShared its Shared settings as JSON.
+const (
+	envDir    = "TRIBUTARY_HUBPROC_DIR"
+	envShared = "TRIBUTARY_HUBPROC_SHARED"
+)
+
+// Shared is what makes a child one of several hubs: an external NATS (cluster) and InfluxDB.
+// Start passes it to the child, whose Serve applies it over its defaults.
+type Shared struct {
+	NATSURL      string `json:"nats_url,omitempty"`
+	Replicas     int    `json:"replicas,omitempty"`
+	InfluxURL    string `json:"influx_url,omitempty"`
+	InfluxToken  string `json:"influx_token,omitempty"`
+	InfluxOrg    string `json:"influx_org,omitempty"`
+	InfluxBucket string `json:"influx_bucket,omitempty"`
+}
+
+// IsChild reports whether this process was started by Start (so it should call Serve).
+func IsChild() bool { return os.Getenv(envDir) != "" }
 
 // Addrs is what the child reports on its first line of stdout.
 type Addrs struct {
@@ -64,6 +81,20 @@ func Serve(opts Options) error {
 	cfg.MQTTWSAddr, cfg.CoAPSAddr = "", ""
 	cfg.APIKey = opts.APIKey
 	cfg.LogLevel = "error"
+	if js := os.Getenv(envShared); js != "" {
+		var sh Shared
+		if err := json.Unmarshal([]byte(js), &sh); err != nil {
+			return fmt.Errorf("%s: %w", envShared, err)
+		}
+		cfg.NATSURL, cfg.Replicas = sh.NATSURL, sh.Replicas
+		if sh.NATSURL != "" {
+			cfg.NATSAddr = ""
+		}
+		cfg.InfluxURL, cfg.InfluxToken, cfg.InfluxOrg = sh.InfluxURL, sh.InfluxToken, sh.InfluxOrg
+		if sh.InfluxBucket != "" {
+			cfg.InfluxBucket = sh.InfluxBucket
+		}
+	}
 	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		return err
@@ -90,6 +121,15 @@ type Child struct {
 // Start re-executes this binary with args (which must make it call Serve), in a fresh data
 // directory, and returns once the child reports its addresses.
 func Start(ctx context.Context, args ...string) (*Child, error) {
+	return StartShared(ctx, Shared{}, args...)
+}
+
+// StartShared is Start for a child that shares NATS and InfluxDB with other hubs.
+func StartShared(ctx context.Context, sh Shared, args ...string) (*Child, error) {
+	js, err := json.Marshal(sh)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "hubproc-*")
 	if err != nil {
 		return nil, err
@@ -99,7 +139,7 @@ func Start(ctx context.Context, args ...string) (*Child, error) {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
-	cmd.Env = append(os.Environ(), envDir+"="+dir)
+	cmd.Env = append(os.Environ(), envDir+"="+dir, envShared+"="+string(js))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -130,6 +170,14 @@ func (c *Child) Stop() {
 		c.cmd.Process.Kill()
 		<-done
 	}
+	os.RemoveAll(c.dir)
+}
+
+// Kill ends the child with SIGKILL, as a crash would, waits for it and removes its data
+// directory.
+func (c *Child) Kill() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
 	os.RemoveAll(c.dir)
 }
 
