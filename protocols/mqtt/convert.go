@@ -79,15 +79,18 @@ const (
 	actAck action = iota
 	// actNack acknowledges with an MQTT 5 failure reason code.
 	actNack
-	// actNoAck sends nothing: a QoS 0 message is dropped, a QoS 1/2 one is left for the
-	// client to send again.
+	// actNoAck sends nothing: the (QoS 0) message is dropped.
 	actNoAck
 	// actDisconnect closes the connection (MQTT 3.1.1 has no way to refuse a PUBLISH).
 	actDisconnect
+	// actRetry sends no PUBACK and closes the connection: MQTT clients resend an
+	// unacknowledged QoS 1/2 PUBLISH only when they reconnect (MQTT 3.1.1 §4.4, MQTT 5
+	// §4.4), so a connection kept open would leave the message in flight for good.
+	actRetry
 )
 
 func (a action) String() string {
-	return [...]string{"ack", "nack", "no ack", "disconnect"}[a]
+	return [...]string{"ack", "nack", "no ack", "disconnect", "retry"}[a]
 }
 
 // outcome decides the answer to a PUBLISH of the given protocol version and QoS that the
@@ -97,7 +100,7 @@ func (a action) String() string {
 //	stored                                 ack                -              ack
 //	forbidden (foreign topic, hub kind)    nack 0x87          drop           disconnect
 //	unknown topic / invalid / too large    nack 0x90/99/95    drop           ack and drop
-//	storage unavailable, timeout           no ack (retry)     drop           no ack (retry)
+//	storage unavailable, timeout           retry              drop           retry (QoS 1/2)
 //
 // An MQTT 3.1.1 client cannot be told its message was refused other than by closing the
 // connection, which SPEC.md asks for foreign topics only. A payload the hub cannot accept is
@@ -109,6 +112,8 @@ func outcome(version, qos byte, err error) (action, packets.Code) {
 	}
 	code, refused := reasonCode(err)
 	switch {
+	case !refused && qos > 0:
+		return actRetry, packets.ErrImplementationSpecificError
 	case !refused:
 		return actNoAck, packets.ErrImplementationSpecificError
 	case version < 5 && code.Code == packets.ErrNotAuthorized.Code:

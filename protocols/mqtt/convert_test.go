@@ -33,15 +33,15 @@ func TestOutcome(t *testing.T) {
 		{5, 1, rej(protocols.ErrTooLarge), actNack, 0x95},
 		{5, 0, rej(protocols.ErrForbidden), actNoAck, 0x87},
 		{5, 0, rej(protocols.ErrInvalidPayload), actNoAck, 0x99},
-		{5, 1, unavailable, actNoAck, 0x83},
-		{5, 1, errors.New("context deadline exceeded"), actNoAck, 0x83},
+		{5, 1, unavailable, actRetry, 0x83},
+		{5, 1, errors.New("context deadline exceeded"), actRetry, 0x83},
 		{4, 1, rej(protocols.ErrForbidden), actDisconnect, 0x87},
 		{4, 0, rej(protocols.ErrForbidden), actDisconnect, 0x87},
 		{3, 1, rej(protocols.ErrForbidden), actDisconnect, 0x87},
 		{4, 1, rej(protocols.ErrInvalidPayload), actAck, 0x99},
 		{4, 1, rej(protocols.ErrUnknownTopic), actAck, 0x90},
 		{4, 1, rej(protocols.ErrTooLarge), actAck, 0x95},
-		{4, 1, unavailable, actNoAck, 0x83},
+		{4, 1, unavailable, actRetry, 0x83},
 		{4, 0, unavailable, actNoAck, 0x83},
 	} {
 		act, code := outcome(tc.version, tc.qos, tc.err)
@@ -181,8 +181,10 @@ func FuzzPublishTranslation(f *testing.F) {
 				t.Fatalf("v5 %v: acked a message that was not stored", err)
 			case act == actNack && (version < 5 || qos == 0 || code.Code < 0x80):
 				t.Fatalf("v%d QoS %d %v: got nack %#x", version, qos, err, code.Code)
-			case errors.Is(err, protocols.ErrUnavailable) && act != actNoAck:
-				t.Fatalf("unavailable: got %v, want no ack so the client retries", act)
+			case errors.Is(err, protocols.ErrUnavailable) && qos == 0 && act != actNoAck:
+				t.Fatalf("unavailable, QoS 0: got %v, want no ack", act)
+			case errors.Is(err, protocols.ErrUnavailable) && qos > 0 && act != actRetry:
+				t.Fatalf("unavailable: got %v, want retry (no ack, disconnect) so the client resends", act)
 			case act == actDisconnect && !(version < 5 && (errors.Is(err, protocols.ErrForbidden) || errors.Is(err, protocols.ErrNotAuthorized))):
 				t.Fatalf("v%d %v: got disconnect", version, err)
 			}

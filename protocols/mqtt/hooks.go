@@ -181,6 +181,8 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		h.nack(cl, pk, code, reasonString(err))
 	case actDisconnect:
 		cl.Stop(packets.ErrNotAuthorized)
+	case actRetry:
+		cl.Stop(code) // the client reconnects (perhaps to another hub) and resends
 	}
 	return pk, packets.ErrRejectPacket
 }

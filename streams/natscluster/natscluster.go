@@ -247,6 +247,28 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 	}
 }
 
+// LocalStream is node i's own replica of stream (in any account): its state as that node
+// stores it, which may lag the leader's. ok is false when the node is stopped or holds no
+// replica.
+func (c *Cluster) LocalStream(i int, stream string) (state server.StreamState, ok bool) {
+	srv := c.Server(i)
+	if srv == nil {
+		return state, false
+	}
+	jsz, err := srv.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+	if err != nil {
+		return state, false
+	}
+	for _, a := range jsz.AccountDetails {
+		for _, sd := range a.Streams {
+			if sd.Name == stream {
+				return sd.State, true
+			}
+		}
+	}
+	return state, false
+}
+
 // Close stops every node.
 func (c *Cluster) Close() {
 	for i := range c.nodes {

@@ -1,0 +1,318 @@
+package clustertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/hub"
+	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/streams/natscluster"
+	"github.com/tributary-iot/tributary/tsdb/influxtest"
+)
+
+// onCluster points a hub at the NATS cluster (replicas left at the default: 3 on a cluster).
+func onCluster(c *natscluster.Cluster) func(*hub.Config) {
+	return func(cfg *hub.Config) { cfg.NATSURL, cfg.NATSAddr = c.URL(), "" }
+}
+
+// withInflux makes the hub write telemetry to db.
+func withInflux(db influxtest.DB) func(*hub.Config) {
+	return func(cfg *hub.Config) {
+		cfg.InfluxURL, cfg.InfluxOrg, cfg.InfluxToken, cfg.InfluxBucket = db.URL, db.Org, db.Token, db.Bucket
+	}
+}
+
+// createDevices registers n devices "<prefix>-NN" through the hub's API at httpAddr and
+// returns their tokens.
+func createDevices(t *testing.T, httpAddr, prefix string, n int) map[string]string {
+	t.Helper()
+	tokens := make(map[string]string, n)
+	for i := range n {
+		id := fmt.Sprintf("%s-%02d", prefix, i)
+		body := strings.NewReader(fmt.Sprintf(`{"id":%q,"type":"meter"}`, id))
+		req, _ := http.NewRequest("POST", "http://"+httpAddr+"/api/v1/devices", body)
+		req.Header.Set("Authorization", "Bearer "+hubtest.APIKey)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("create device %s: %v", id, err)
+		}
+		var out struct{ Token, Error string }
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create device %s: %s %s", id, resp.Status, out.Error)
+		}
+		tokens[id] = out.Token
+	}
+	return tokens
+}
+
+// fleet is devices publishing numbered QoS 1 telemetry ({"ts": …, "seq": n}, ts unique per
+// device so that InfluxDB stores one point per message) to whichever of brokers accepts them:
+// paho tries them in order and reconnects on its own, resending unacknowledged messages.
+type fleet struct {
+	t     *testing.T
+	base  int64 // ts of seq 0, Unix ms
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	acked map[string][]int // device → seqs PUBACKed
+	sent  atomic.Int64
+	// nacked counts publishes whose token ended with an error: not acknowledged, may be stored.
+	nacked    atomic.Int64
+	timedOut  atomic.Int64 // no PUBACK and no error within 30 s
+	ackedN    atomic.Int64
+	clients   []paho.Client
+	reconnect atomic.Int64
+}
+
+// startFleet starts one publisher per device, each sending every interval with up to
+// inflight messages awaiting their PUBACK.
+func startFleet(t *testing.T, brokers []string, tokens map[string]string, interval time.Duration, inflight int) *fleet {
+	t.Helper()
+	f := &fleet{t: t, base: time.Now().Add(-time.Hour).UnixMilli(), stop: make(chan struct{}), acked: map[string][]int{}}
+	ids := make([]string, 0, len(tokens))
+	for id := range tokens {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		o := paho.NewClientOptions().SetClientID(id).SetUsername(id).SetPassword(tokens[id]).
+			SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
+			SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(500 * time.Millisecond).
+			SetConnectTimeout(3 * time.Second).SetWriteTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
+			SetOrderMatters(false).
+			SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { f.reconnect.Add(1) })
+		for _, b := range brokers {
+			o.AddBroker("tcp://" + b)
+		}
+		c := paho.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("mqtt connect %s: %v", id, tok.Error())
+		}
+		f.clients = append(f.clients, c)
+		f.wg.Add(1)
+		go f.publish(c, id, interval, inflight)
+	}
+	t.Cleanup(func() {
+		f.halt()
+		for _, c := range f.clients {
+			c.Disconnect(50)
+		}
+	})
+	return f
+}
+
+func (f *fleet) publish(c paho.Client, id string, interval time.Duration, inflight int) {
+	defer f.wg.Done()
+	type pending struct {
+		seq int
+		tok paho.Token
+	}
+	window := make(chan pending, inflight)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for p := range window {
+			// A token waits through a reconnect: paho resends the message to the next broker.
+			if !p.tok.WaitTimeout(30 * time.Second) {
+				f.timedOut.Add(1)
+				continue
+			}
+			if p.tok.Error() != nil {
+				f.nacked.Add(1)
+				continue
+			}
+			f.ackedN.Add(1)
+			f.mu.Lock()
+			f.acked[id] = append(f.acked[id], p.seq)
+			f.mu.Unlock()
+		}
+	}()
+	topic := "devices/" + id + "/telemetry"
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for seq := 0; ; seq++ {
+		select {
+		case <-f.stop:
+			close(window)
+			<-done
+			return
+		case <-tick.C:
+		}
+		payload := fmt.Sprintf(`{"ts":%d,"seq":%d}`, f.base+int64(seq), seq)
+		window <- pending{seq, c.Publish(topic, 1, false, payload)}
+		f.sent.Add(1)
+	}
+}
+
+// halt stops publishing and waits for every outstanding PUBACK (or its timeout).
+func (f *fleet) halt() {
+	select {
+	case <-f.stop:
+		return
+	default:
+	}
+	close(f.stop)
+	f.wg.Wait()
+}
+
+// ackedSnapshot is a copy of the acknowledged seqs per device.
+func (f *fleet) ackedSnapshot() map[string][]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string][]int, len(f.acked))
+	for k, v := range f.acked {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// seqCounts is how often each device's seq was seen.
+type seqCounts map[string]map[int]int
+
+func (c seqCounts) add(dev string, seq int) {
+	if c[dev] == nil {
+		c[dev] = map[int]int{}
+	}
+	c[dev][seq]++
+}
+
+// check reports acknowledged messages that are missing and messages stored more than once.
+func (c seqCounts) check(acked map[string][]int) (missing, dups, distinct int, example string) {
+	for dev, seqs := range acked {
+		for _, s := range seqs {
+			if c[dev][s] == 0 {
+				missing++
+				if example == "" {
+					example = fmt.Sprintf("%s seq %d", dev, s)
+				}
+			}
+		}
+	}
+	for _, m := range c {
+		for _, n := range m {
+			distinct++
+			dups += n - 1
+		}
+	}
+	return
+}
+
+// streamSeqs reads every device telemetry message in the IOT stream.
+func streamSeqs(t *testing.T, natsURL string) seqCounts {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, streams.StreamMessages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	filter := streams.SubjectPrefix + ".devices.*.telemetry"
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	out := seqCounts{}
+	if total == 0 {
+		return out
+	}
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Stop()
+	for read := uint64(0); read < total; read++ {
+		m, err := it.Next()
+		if err != nil {
+			t.Fatalf("read the stream after %d of %d messages: %v", read, total, err)
+		}
+		topic, _ := streams.SubjectToTopic(m.Subject())
+		var p struct{ Seq *int }
+		if json.Unmarshal(m.Data(), &p) != nil || p.Seq == nil {
+			continue // a probe or another test's message
+		}
+		out.add(strings.Split(topic, "/")[1], *p.Seq)
+	}
+	return out
+}
+
+// influxSeqs reads every telemetry point's seq from db, by device.
+func influxSeqs(t *testing.T, db influxtest.DB) seqCounts {
+	t.Helper()
+	q := url.Values{"db": {db.Database}, "q": {`SELECT "seq" FROM "telemetry" GROUP BY "device"`}}
+	resp, err := http.Get(db.URL + "/query?" + q.Encode())
+	if err != nil {
+		t.Fatalf("influx query: %v", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Results []struct {
+			Error  string
+			Series []struct {
+				Tags   map[string]string
+				Values [][]any // [time, seq]
+			}
+		}
+	}
+	dec := json.NewDecoder(resp.Body)
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("influx query: %s %v", resp.Status, err)
+	}
+	c := seqCounts{}
+	for _, r := range out.Results {
+		if r.Error != "" {
+			t.Fatalf("influx query: %s", r.Error)
+		}
+		for _, s := range r.Series {
+			for _, v := range s.Values {
+				n, _ := v[1].(json.Number)
+				seq, err := strconv.Atoi(n.String())
+				if err != nil {
+					t.Fatalf("influx seq %q: %v", v[1], err)
+				}
+				c.add(s.Tags["device"], seq)
+			}
+		}
+	}
+	return c
+}
+
+func total(acked map[string][]int) int {
+	n := 0
+	for _, s := range acked {
+		n += len(s)
+	}
+	return n
+}
