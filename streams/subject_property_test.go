@@ -49,7 +49,10 @@ func (topicGen) Generate(r *rand.Rand, _ int) reflect.Value {
 	return reflect.ValueOf(topicGen(genTopic(r)))
 }
 
-var quickCfg = &quick.Config{MaxCount: 20000, Rand: rand.New(rand.NewSource(8))}
+// quickCfg is a test's own configuration: a rand.Rand must not be shared by parallel tests.
+func quickCfg(seed int64) *quick.Config {
+	return &quick.Config{MaxCount: 20000, Rand: rand.New(rand.NewSource(seed))}
+}
 
 // Every topic maps to a valid literal NATS subject under the prefix, one token per level, and
 // back to itself.
@@ -77,7 +80,7 @@ func TestPropTopicSubjectRoundTrip(t *testing.T) {
 		}
 		return true
 	}
-	if err := quick.Check(prop, quickCfg); err != nil {
+	if err := quick.Check(prop, quickCfg(8)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -144,6 +147,7 @@ func (matchCase) Generate(r *rand.Rand, _ int) reflect.Value {
 func TestPropFilterMatchesIffTopicMatches(t *testing.T) {
 	t.Parallel()
 	matched := 0
+	cfg := quickCfg(10)
 	prop := func(c matchCase) bool {
 		fs, err := streams.FilterToSubject(c.Filter)
 		if err != nil {
@@ -185,10 +189,10 @@ func TestPropFilterMatchesIffTopicMatches(t *testing.T) {
 		}
 		return true
 	}
-	if err := quick.Check(prop, quickCfg); err != nil {
+	if err := quick.Check(prop, cfg); err != nil {
 		t.Fatal(err)
 	}
-	if matched < quickCfg.MaxCount/20 {
-		t.Fatalf("only %d of %d cases matched: the generator is too narrow to test anything", matched, quickCfg.MaxCount)
+	if matched < cfg.MaxCount/20 {
+		t.Fatalf("only %d of %d cases matched: the generator is too narrow to test anything", matched, cfg.MaxCount)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,24 +27,27 @@ func influxOutage(t *testing.T) time.Duration {
 	return d
 }
 
-// TestInfluxDownDuringIngest: two hubs on a 3-node NATS cluster share one InfluxDB, which is
-// killed while 10 devices publish QoS 1 and stays down for a minute. Ingest goes on (the hubs
-// stay ready and acknowledge), the writers report the failure on /readyz, and once InfluxDB is
-// back the backlog drains: every acknowledged message is stored once.
+// TestInfluxDownDuringIngest: two hubs on a 3-node NATS cluster share one InfluxDB, which goes
+// down (its address refuses connections and open ones are cut; see gate) while 10 devices
+// publish QoS 1, and stays down for a minute. Ingest goes on (the hubs stay ready and
+// acknowledge), the writers report the failure on /readyz, and once InfluxDB is back the
+// backlog drains: every acknowledged message is stored once.
 func TestInfluxDownDuringIngest(t *testing.T) {
 	t.Parallel()
 	const devices = 10
 	outage := influxOutage(t)
 	c := natscluster.ForTest(t, 3)
-	influx := influxtest.Start(t)
-	db := influx.NewDB(t)
-	a := hubtest.Start(t, onCluster(c), withInflux(db))
-	b := hubtest.Start(t, onCluster(c), withInflux(db))
+	db := influxtest.Shared(t).NewDB(t)
+	g := newGate(t, strings.TrimPrefix(db.URL, "http://"))
+	viaGate := db
+	viaGate.URL = g.URL()
+	a := hubtest.Start(t, onCluster(c), withInflux(viaGate))
+	b := hubtest.Start(t, onCluster(c), withInflux(viaGate))
 	tokens := createDevices(t, a.HTTPAddr(), "i", devices)
 	f := startFleet(t, []string{a.MQTTAddr(), b.MQTTAddr()}, tokens, 100*time.Millisecond, 8)
 	hubtest.Eventually(t, 30*time.Second, func() bool { return len(influxSeqs(t, db)) == devices }, "telemetry of every device did not reach InfluxDB before the outage")
 
-	influx.Kill()
+	g.down()
 	downAt, ackedAtKill := time.Now(), f.ackedN.Load()
 	// A writer notices on its next write and says so on /readyz, while the hub stays ready.
 	hubtest.Eventually(t, 30*time.Second, func() bool {
@@ -55,7 +59,7 @@ func TestInfluxDownDuringIngest(t *testing.T) {
 	if got := f.ackedN.Load() - ackedAtKill; got < int64(outage/(100*time.Millisecond))*devices/2 {
 		t.Errorf("only %d messages acknowledged during the %s outage: ingest should go on", got, outage)
 	}
-	influx.Restart()
+	g.up()
 	restartedAt := time.Now()
 	time.Sleep(time.Second) // a little traffic after the restart too
 	f.halt()
