@@ -14,7 +14,7 @@
 // live members and who holds what, an instance tries a free lease at once only when it holds no
 // more leases than the least loaded live member; others wait one TTL first (in case that member
 // is stuck). A member holding two or more leases more than the least loaded one hands one back
-// now and then (its work stops cleanly first), so leases spread over the instances and new
+// every TTL/2 (its work stops cleanly first), so leases spread over the instances and new
 // instances get their share.
 package lease
 
@@ -533,7 +533,7 @@ func (s *Store) hold(ctx context.Context, name string, rev uint64, how string, w
 			default:
 				s.log.Warn("lease not renewed; retrying", "lease", name, "err", err, "gives_up_in", time.Until(sent.Add(s.cfg.TTL-margin)).Round(time.Millisecond))
 			}
-			if s.shouldShed(name) {
+			if s.shouldShed() {
 				end(ErrReleased)
 				release()
 				metricHandedOver.WithLabelValues(kind).Inc()
@@ -549,21 +549,15 @@ func (s *Store) lost(name, why string) {
 	s.log.Warn("lease lost; stopping its work", "lease", name, "why", why)
 }
 
-// shouldShed reports whether this instance should hand lease name over for balance: it holds
-// two or more leases more than the least loaded live member, name is the last of its leases by
-// name (one at a time), and no lease was handed over in the last two TTLs.
-func (s *Store) shouldShed(name string) bool {
+// shouldShed reports whether this instance should hand a lease over for balance: it holds two
+// or more leases more than the least loaded live member, and it handed none over in the last
+// TTL/2 (one at a time, each taken by the least loaded member before the next goes, and a rule
+// restart costs something).
+func (s *Store) shouldShed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	mine, least := s.loadLocked()
-	if mine < least+2 || time.Since(s.shedAt) < 2*s.cfg.TTL {
-		return false
-	}
-	var last string
-	for n := range s.held {
-		last = max(last, n)
-	}
-	if last != name {
+	if mine < least+2 || time.Since(s.shedAt) < s.cfg.TTL/2 {
 		return false
 	}
 	s.shedAt = time.Now()
