@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/tributary-iot/tributary/canary"
+	"github.com/tributary-iot/tributary/streams/window"
 )
 
 // A canary is a kind of rule: its definition (Spec.Canary) compiles to a query that averages
@@ -252,6 +253,39 @@ func (s *Selector) matcher() func(group map[string]any) bool {
 	}
 }
 
+// where is the canary's WHERE (either group) as a function of the event, equal to
+// predicate's SQL: the device's ID in the list, or its type and tags as given.
+func (d *CanaryDef) where() func(*window.Event) bool {
+	a, b := d.Canary.eventMatcher(), d.Control.eventMatcher()
+	return func(ev *window.Event) bool { return a(ev) || b(ev) }
+}
+
+func (s *Selector) eventMatcher() func(*window.Event) bool {
+	if len(s.Devices) > 0 {
+		ids := make(map[string]bool, len(s.Devices))
+		for _, id := range s.Devices {
+			ids[id] = true
+		}
+		return func(ev *window.Event) bool { return ids[ev.Device] }
+	}
+	typ, tags := s.Type, make([][2]string, 0, len(s.Tags))
+	for _, t := range s.Tags {
+		k, v, _ := strings.Cut(t, ":")
+		tags = append(tags, [2]string{k, v})
+	}
+	return func(ev *window.Event) bool {
+		if typ != "" && ev.Type != typ {
+			return false
+		}
+		for _, kv := range tags {
+			if ev.Tags[kv[0]] != kv[1] {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 func (s *Selector) predicate() string {
@@ -300,7 +334,8 @@ func (d *CanaryDef) query(name string) string {
 	cols := slices.Clone(keys)
 	for i, m := range d.Metrics {
 		f := `payload."` + m.Field + `"`
-		cols = append(cols, fmt.Sprintf("avg(%s) AS m%d_mean", f, i), fmt.Sprintf("count(%s) AS m%d_n", f, i))
+		// "+ 0" makes non-numbers NULL, so the count is of the readings the mean is of.
+		cols = append(cols, fmt.Sprintf("avg(%s) AS m%d_mean", f, i), fmt.Sprintf("count(%s + 0) AS m%d_n", f, i))
 	}
 	return fmt.Sprintf("SELECT %s FROM 'devices/+/telemetry' WHERE %s OR %s GROUP BY %s, TUMBLING(%s)",
 		strings.Join(cols, ", "), d.Canary.predicate(), d.Control.predicate(), strings.Join(keys, ", "),

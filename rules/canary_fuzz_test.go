@@ -3,7 +3,12 @@ package rules
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"testing"
+
+	"github.com/tributary-iot/tributary/canary"
+	"github.com/tributary-iot/tributary/rules/sql"
+	"github.com/tributary-iot/tributary/streams/window"
 )
 
 // FuzzCanaryDefinition feeds canary definitions (the body of POST /api/v1/canaries) to the
@@ -38,4 +43,40 @@ func FuzzCanaryDefinition(f *testing.F) {
 			t.Fatalf("a validated canary made a query that does not compile: %v\nquery: %s", err, spec.SQL)
 		}
 	})
+}
+
+// TestCanaryWhereMatchesQuery: the filter a canary runs is the generated query's WHERE, for
+// random devices against selectors by list, type and tags.
+func TestCanaryWhereMatchesQuery(t *testing.T) {
+	d := CanaryDef{Canary: Selector{Devices: []string{"a", "b'x", "c"}}, Control: Selector{Type: "gw", Tags: []string{"fw:2.0", "site:o'slo"}},
+		Config: canaryConfigForTest()}
+	spec := Spec{Name: "w", Canary: &d}
+	c, err := compile(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sql.Compile("w", spec.SQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pick := func(rng *rand.Rand, xs ...string) string { return xs[rng.IntN(len(xs))] }
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 5000 {
+		ev := &window.Event{Device: pick(rng, "a", "b'x", "c", "d", ""), Type: pick(rng, "gw", "sensor", ""), Tags: map[string]string{}}
+		if v := pick(rng, "2.0", "2.1", ""); v != "" {
+			ev.Tags["fw"] = v
+		}
+		if v := pick(rng, "o'slo", "bergen", ""); v != "" {
+			ev.Tags["site"] = v
+		}
+		if got, want := c.plan.Where(ev), r.Plan.Where(ev); got != want {
+			t.Fatalf("event %+v: canary filter %v, query WHERE %v", ev, got, want)
+		}
+	}
+}
+
+func canaryConfigForTest() canary.Config {
+	c := canary.Config{Metrics: []canary.Metric{{Field: "x"}}}
+	_ = c.Normalize()
+	return c
 }

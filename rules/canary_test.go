@@ -197,3 +197,27 @@ func TestCanaryRuntime(t *testing.T) {
 		t.Errorf("%d notifications, want 4 (intervals 0-3 end with a failing verdict)", st.Notifications)
 	}
 }
+
+// TestCanaryIgnoresNonNumbers: a reading whose metric is not a number counts neither in the
+// mean nor in the number of samples.
+func TestCanaryIgnoresNonNumbers(t *testing.T) {
+	bus := streamstest.New(t)
+	m := startManager(t, bus, fleetDevices(5), fastConfig)
+	s := canarySpec("strs")
+	s.Metrics = []canary.Metric{{Field: "latency"}}
+	if _, err := m.CreateCanary(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, m, "strs")
+	for i := range 5 {
+		telemetry(t, bus, fmt.Sprintf("c%d", i), base, map[string]any{"latency": 100.0})
+		telemetry(t, bus, fmt.Sprintf("c%d", i), base.Add(time.Second), map[string]any{"latency": "n/a"})
+		telemetry(t, bus, fmt.Sprintf("k%d", i), base, map[string]any{"latency": 100.0})
+	}
+	telemetry(t, bus, "k0", base.Add(10*time.Second), map[string]any{"latency": 100.0})
+	r := waitResults(t, m, "strs", 1)[0]
+	ms := r.Values["metrics"].([]any)[0].(map[string]any)
+	if ms["canary_samples"] != 5.0 || ms["control_samples"] != 5.0 || ms["canary_mean"] != 100.0 || ms["class"] != "same" {
+		t.Errorf("latency: %v", ms)
+	}
+}

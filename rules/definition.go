@@ -232,6 +232,11 @@ func compile(spec *Spec) (*compiled, error) {
 	}
 
 	plan := *r.Plan
+	if spec.Canary != nil {
+		// The same filter as the query's WHERE, with device lists as sets: an IN list is
+		// checked item by item for every event.
+		plan.Where = spec.Canary.where()
+	}
 	if having := plan.Having; having != nil {
 		plan.Having = nil
 		plan.Columns = append(plan.Columns[:len(plan.Columns):len(plan.Columns)], window.Column{
