@@ -229,6 +229,7 @@ func (s *Server) rotateToken(w http.ResponseWriter, r *http.Request) {
 		s.deviceError(w, err)
 		return
 	}
+	s.auditRotation(r, id)
 	writeJSON(w, http.StatusOK, map[string]string{"id": id, "token": token})
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -40,8 +41,14 @@ type MessageStore interface {
 type Deps struct {
 	Devices  DeviceStore
 	Messages MessageStore
-	// APIKey is the admin key every request must present.
+	// APIKey is the admin key: every scope, every tenant.
 	APIKey string
+	// Keys are the scoped API keys (nil: only the admin key is accepted).
+	Keys APIKeyStore
+	// Tenants, when set, serves /api/v1/tenants and checks device quotas.
+	Tenants TenantStore
+	// Audit records logins and denials, and serves /api/v1/audit when it can be read.
+	Audit Auditor
 	// Ready returns nil when the hub is ready to serve, else what is not ready.
 	Ready func() error
 	// ReadyDetail adds component states (e.g. storage lag) to /readyz.
@@ -63,12 +70,15 @@ type Server struct {
 	liveStop context.CancelFunc
 	// hooked holds the *http.Server values whose Shutdown calls CloseLive.
 	hooked sync.Map
+	// registered lists every authenticated route pattern (TestEveryRouteHasAScope walks it).
+	registered []string
 }
 
 // Router lets other packages' handlers register on the API with authentication applied.
 type Router struct{ s *Server }
 
-// Handle registers an authenticated API route ("GET /api/v1/rules", ...).
+// Handle registers an authenticated API route ("GET /api/v1/rules", ...). The route must have
+// a row in routeAccess (api/scopes.go) naming its scope; without one Handle panics.
 func (r *Router) Handle(pattern string, h http.HandlerFunc) { r.s.handle(pattern, h) }
 
 // New builds the API.
@@ -98,10 +108,11 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/devices/{id}/messages", s.deviceMessages)
 	s.handle("GET /api/v1/deadletters", s.deadLetters)
 	// Live streams also take a browser token as ?access_token= (EventSource and WebSocket
-	// cannot send headers); only the API key mints tokens.
-	s.mux.Handle("GET /api/v1/stream", s.guard(s.stream, true, true))
-	s.mux.Handle("GET /api/v1/ws", s.guard(s.websocket, true, true))
-	s.mux.Handle("POST /api/v1/tokens", s.guard(s.issueToken, false, false))
+	// cannot send headers); only API keys mint tokens.
+	s.handle("GET /api/v1/stream", s.stream)
+	s.handle("GET /api/v1/ws", s.websocket)
+	s.handle("POST /api/v1/tokens", s.issueToken)
+	s.securityRoutes()
 	for _, extra := range s.deps.Extra {
 		extra(&Router{s})
 	}
@@ -111,15 +122,14 @@ func (s *Server) routes() {
 	s.mux.Handle("/", web.Handler()) // the dashboard
 }
 
+// handle registers an authenticated route with the scope routeAccess gives it.
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
-	s.mux.Handle(pattern, s.authenticated(h))
+	s.mux.Handle(pattern, s.guard(pattern, accessFor(pattern), h))
+	s.registered = append(s.registered, pattern)
 }
 
-// authenticated checks "Authorization: Bearer <key>", where the key may also be a browser token
-// (see token.go).
-func (s *Server) authenticated(next http.HandlerFunc) http.HandlerFunc {
-	return s.guard(next, true, false)
-}
+// Routes lists every authenticated route pattern registered.
+func (s *Server) Routes() []string { return slices.Clone(s.registered) }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	body := map[string]any{"status": "ready"}

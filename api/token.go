@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tributary-iot/tributary/auth"
 )
 
 // Browser tokens let a web page authenticate where it cannot send headers (EventSource,
@@ -20,7 +22,9 @@ import (
 //
 // so it needs no server-side state, expires by itself, and every token dies with the key that
 // signed it. It is accepted wherever the API key is (Authorization: Bearer), and as
-// ?access_token= on the live endpoints; it cannot mint further tokens.
+// ?access_token= on the live endpoints; it cannot mint further tokens. A token minted with a
+// scoped key also names the key (tbt.<expiry>.<key ID>.<HMAC over expiry and key ID>) and has
+// exactly that key's rights for as long as the key is valid.
 const (
 	browserTokenPrefix = "tbt."
 	// DefaultTokenTTL is how long a browser token lasts unless the request asks for less.
@@ -29,66 +33,55 @@ const (
 	MaxTokenTTL = time.Hour
 )
 
-func (s *Server) signToken(exp int64) string {
+// signToken signs an admin key's token expiring at exp.
+func (s *Server) signToken(exp int64) string { return s.signKeyToken(exp, "") }
+
+// signKeyToken signs a token expiring at exp for key keyID ("" for the admin key, whose tokens
+// keep their original form tbt.<exp>.<mac>; a scoped key's are tbt.<exp>.<key ID>.<mac>).
+func (s *Server) signKeyToken(exp int64, keyID string) string {
 	mac := hmac.New(sha256.New, []byte(s.deps.APIKey))
 	fmt.Fprintf(mac, "tributary browser token %d", exp)
-	return browserTokenPrefix + strconv.FormatInt(exp, 10) + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	prefix := browserTokenPrefix + strconv.FormatInt(exp, 10) + "."
+	if keyID != "" {
+		fmt.Fprintf(mac, " %s", keyID)
+		prefix += keyID + "."
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
 // checkToken reports "" if tok is a valid browser token at now, else why not.
 func (s *Server) checkToken(tok string, now time.Time) string {
+	_, why := s.tokenPrincipal(tok, now)
+	return why
+}
+
+// tokenPrincipal returns the principal of a valid browser token at now, else why it is not
+// valid. A scoped key's token acts as the key does now: revoking the key ends its tokens.
+func (s *Server) tokenPrincipal(tok string, now time.Time) (auth.Principal, string) {
 	rest, _ := strings.CutPrefix(tok, browserTokenPrefix)
-	expStr, _, ok := strings.Cut(rest, ".")
-	exp, err := strconv.ParseInt(expStr, 10, 64)
-	if !ok || err != nil || subtle.ConstantTimeCompare([]byte(s.signToken(exp)), []byte(tok)) != 1 {
-		return "invalid browser token"
+	parts := strings.Split(rest, ".")
+	keyID := ""
+	if len(parts) == 3 {
+		keyID = parts[1]
+	}
+	exp, err := strconv.ParseInt(parts[0], 10, 64)
+	if len(parts) < 2 || len(parts) > 3 || err != nil || subtle.ConstantTimeCompare([]byte(s.signKeyToken(exp, keyID)), []byte(tok)) != 1 {
+		return auth.Principal{}, "invalid browser token"
 	}
 	if now.Unix() >= exp {
-		return "browser token expired: get a new one with POST /api/v1/tokens"
+		return auth.Principal{}, "browser token expired: get a new one with POST /api/v1/tokens"
 	}
-	return ""
-}
-
-// authorize checks the request's credential: the API key, or (with allowToken) a browser token,
-// which with allowQuery may also come as ?access_token=. It returns "" when the request may go on,
-// else the reason for a 401.
-func (s *Server) authorize(r *http.Request, allowToken, allowQuery bool) string {
-	cred, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok && allowQuery {
-		if t := r.URL.Query().Get("access_token"); t != "" {
-			if !strings.HasPrefix(t, browserTokenPrefix) {
-				return "access_token takes a browser token (POST /api/v1/tokens), never the API key"
-			}
-			cred, ok = t, true
-		}
+	if keyID == "" {
+		return auth.Admin, ""
 	}
-	isToken := strings.HasPrefix(cred, browserTokenPrefix)
-	switch {
-	case !ok && allowQuery:
-		return "missing API key: send Authorization: Bearer <key>, or ?access_token=<browser token>"
-	case !ok:
-		return "missing API key: send Authorization: Bearer <key>"
-	case isToken && allowToken:
-		return s.checkToken(cred, time.Now())
-	case isToken:
-		return "a browser token cannot do this: use the API key"
-	case subtle.ConstantTimeCompare([]byte(cred), []byte(s.deps.APIKey)) != 1:
-		return "invalid API key"
+	if s.deps.Keys == nil {
+		return auth.Principal{}, "invalid browser token"
 	}
-	return ""
-}
-
-// guard wraps next with authorize.
-func (s *Server) guard(next http.HandlerFunc, allowToken, allowQuery bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if msg := s.authorize(r, allowToken, allowQuery); msg != "" {
-			metricHTTPUnauthorized.Inc()
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
-			writeError(w, http.StatusUnauthorized, msg)
-			return
-		}
-		next(w, r)
+	p, ok := s.deps.Keys.Current(keyID)
+	if !ok {
+		return auth.Principal{}, "browser token of a revoked or expired API key"
 	}
+	return p, ""
 }
 
 type tokenRequest struct {
@@ -101,9 +94,13 @@ type tokenResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// issueToken serves POST /api/v1/tokens (API key only): {"ttl":"10m"} or an empty body →
-// 201 {"token","expires_at"}.
+// issueToken serves POST /api/v1/tokens (API keys only, not browser tokens): {"ttl":"10m"} or
+// an empty body → 201 {"token","expires_at"}. The token has the rights of the key that asked.
 func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) {
+	if cred, _ := bearer(r.Header.Get("Authorization")); strings.HasPrefix(cred, browserTokenPrefix) {
+		writeError(w, http.StatusUnauthorized, "a browser token cannot do this: use the API key")
+		return
+	}
 	var req tokenRequest
 	if r.ContentLength != 0 {
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1))
@@ -125,6 +122,12 @@ func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) {
 		ttl = d
 	}
 	exp := time.Now().Add(ttl).Truncate(time.Second)
+	p := principal(r)
+	if p.KeyID != "" {
+		if k, err := s.deps.Keys.Get(p.KeyID); err == nil && k.ExpiresAt != nil && k.ExpiresAt.Before(exp) {
+			exp = k.ExpiresAt.Truncate(time.Second) // a token never outlives its key
+		}
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusCreated, tokenResponse{Token: s.signToken(exp.Unix()), ExpiresAt: exp.UTC()})
+	writeJSON(w, http.StatusCreated, tokenResponse{Token: s.signKeyToken(exp.Unix(), p.KeyID), ExpiresAt: exp.UTC()})
 }

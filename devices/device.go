@@ -13,6 +13,8 @@ type Device struct {
 	Tags     map[string]string `json:"tags,omitempty"`
 	Location *Location         `json:"location,omitempty"`
 	Metadata map[string]any    `json:"metadata,omitempty"`
+	// Tenant owns the device, its topics and its messages; "" is DefaultTenant.
+	Tenant string `json:"tenant,omitempty"`
 	// InactivityTimeout overrides, for this device, how long a device that has no connection
 	// (CoAP) stays online after its last message; zero means its type's or the default (see
 	// Liveness).
@@ -72,6 +74,9 @@ func (d *Device) validate() error {
 	}
 	if d.ID == ProvisionID {
 		return fmt.Errorf("%w: id %q is reserved for provisioning", ErrInvalid, d.ID)
+	}
+	if d.Tenant != "" && !ValidID(d.Tenant) {
+		return fmt.Errorf("%w: tenant %q must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", ErrInvalid, d.Tenant)
 	}
 	if len(d.Name) > MaxNameLen {
 		return fmt.Errorf("%w: name longer than %d bytes", ErrInvalid, MaxNameLen)

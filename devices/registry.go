@@ -306,7 +306,9 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 
 // Filter selects devices in List. Empty fields match everything.
 type Filter struct {
-	Type string
+	// Tenant keeps one tenant's devices ("default" includes devices that name none).
+	Tenant string
+	Type   string
 	// Tags must all match (key → value).
 	Tags map[string]string
 	// Meta must all match: a metadata key (dotted for nested objects, "fw.version") → the
@@ -379,6 +381,9 @@ func (r *Registry) List(f Filter) ([]Device, string) {
 	for _, rec := range recs[start:] {
 		id := rec.ID
 		if f.IDs != nil && !f.IDs[id] {
+			continue
+		}
+		if f.Tenant != "" && TenantName(rec.Tenant) != f.Tenant {
 			continue
 		}
 		if f.Type != "" && rec.Type != f.Type {

@@ -4,7 +4,6 @@ package hub
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tributary-iot/tributary/api"
+	"github.com/tributary-iot/tributary/audit"
+	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/protocols/coap"
@@ -67,6 +68,12 @@ type Hub struct {
 
 	// devmgr is device management: liveness, shadows, commands, provisioning, discovery.
 	devmgr *devices.Manager
+
+	// keys are the scoped API keys, tenants their owners, audit the security log.
+	api     *api.Server
+	keys    *auth.Keys
+	tenants *auth.Tenants
+	audit   *audit.Log
 }
 
 // New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
@@ -101,8 +108,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.devmgr, err = devices.NewManager(ctx, h.bus.JetStream(), h.registry, h.bus, devices.ManagerConfig{Replicas: replicas}, log); err != nil {
 		return nil, err
 	}
+	if err := h.newSecurity(ctx, replicas); err != nil {
+		return nil, err
+	}
 	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
-	creds := credentials{devices: h.registry, apiKey: h.apiKey}
+	h.ingest.SetTenants(h.registry.TenantOf)
+	creds := credentials{devices: h.registry, apiKey: h.apiKey, keys: h.keys, audit: h.audit}
 	mqttCfg := mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}
 	if cfg.tlsConfig().Enabled() {
 		if h.tls, err = tlsconf.New(cfg.tlsConfig(), log); err != nil {
@@ -163,6 +174,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		Status:   h.devmgr.StatusSet,
 		Messages: h.bus,
 		APIKey:   h.apiKey,
+		Keys:     h.keys,
+		Tenants:  h.tenants,
+		Audit:    h.audit,
 		Ready:    h.readiness,
 		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
 			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log), api.CanaryRoutes(h.rules, log),
@@ -170,6 +184,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 			deviceRoutes(h.devmgr, h.mqtt, h.coap, log)},
 		ReadyDetail: h.readyDetail,
 	}, log)
+	h.api = apiServer
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
 	}
@@ -192,6 +207,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.registry.Run(gctx) })
 	g.Go(func() error { return h.devmgr.Run(gctx) })
+	g.Go(func() error { return h.keys.Run(gctx) })
+	g.Go(func() error { return h.tenants.Run(gctx) })
+	g.Go(func() error { return h.audit.Run(gctx) })
 	g.Go(func() error { return h.mqtt.Run(gctx) })
 	g.Go(func() error { return h.coap.Run(gctx) })
 	g.Go(func() error { return h.replays.Run(gctx) })
@@ -325,33 +343,6 @@ func (h *Hub) HTTPSAddr() string {
 
 // APIKey is the admin key in force.
 func (h *Hub) APIKey() string { return h.apiKey }
-
-// credentials authenticates devices against the registry and applications against the API key.
-type credentials struct {
-	devices *devices.Registry
-	apiKey  string
-}
-
-func (c credentials) AuthenticateDevice(ctx context.Context, id, token string) error {
-	return c.devices.AuthenticateDevice(ctx, id, token)
-}
-
-func (c credentials) AuthenticateApp(_ context.Context, key string) error {
-	if subtle.ConstantTimeCompare([]byte(key), []byte(c.apiKey)) != 1 {
-		return devices.ErrUnauthorized
-	}
-	return nil
-}
-
-// DeviceExists lets devices log in with a TLS client certificate naming them (see
-// protocols/mqtt, protocols/coap).
-func (c credentials) DeviceExists(id string) bool { return c.devices.Exists(id) }
-
-// DevicePSK is the device's DTLS pre-shared key (see protocols/coap).
-func (c credentials) DevicePSK(id string) ([]byte, bool) { return c.devices.DevicePSK(id) }
-
-// AppPSK is the applications' DTLS pre-shared key: the API key.
-func (c credentials) AppPSK() []byte { return []byte(c.apiKey) }
 
 // LeaseDetail is /readyz's "leases": which instance this is, the rules it runs, and the live
 // instances sharing the leases.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/payload"
 	"github.com/tributary-iot/tributary/streams"
@@ -38,6 +39,8 @@ const AppUsername = "app"
 type Identity struct {
 	DeviceID string
 	App      bool
+	// Key is an application's scoped API key (nil: the admin key, with every right).
+	Key *auth.Principal
 }
 
 // Message is one inbound publish, as an adapter sees it.
@@ -63,6 +66,8 @@ type Ingest struct {
 	log        *slog.Logger
 	maxPayload int
 	now        func() time.Time
+	// tenantOf is the registry's TenantOf (see SetTenants); nil: single tenant.
+	tenantOf func(deviceID string) string
 }
 
 // DefaultMaxPayload is the largest accepted device payload unless configured otherwise.
@@ -99,6 +104,7 @@ func (in *Ingest) Accept(ctx context.Context, m Message) (*streams.Envelope, err
 		in.deadLetter(ctx, env, rej)
 		return env, rej
 	}
+	in.stampTenant(m, env)
 	var err error
 	if m.Reliable {
 		_, err = in.pub.Publish(ctx, env)
@@ -119,6 +125,11 @@ func (in *Ingest) check(m Message, env *streams.Envelope) *Rejection {
 		return reject(ErrTooLarge, "payload is %d bytes, the limit is %d", len(m.Payload), in.maxPayload)
 	}
 	dt, isDevice := ParseDeviceTopic(m.Topic)
+	if m.From.App && m.From.Key != nil {
+		if rej := appPublish(*m.From.Key, m.Topic, dt, isDevice, in.tenantOf); rej != nil {
+			return rej
+		}
+	}
 	if !isDevice {
 		if m.From.App {
 			if _, err := streams.TopicToSubject(m.Topic); err != nil {

@@ -29,6 +29,9 @@ type Envelope struct {
 	Payload  []byte
 	// ReplayID marks messages re-published by a replay.
 	ReplayID string
+	// Tenant owns the message (the sending device's or application key's tenant); "" is the
+	// default tenant, and is not written as a header, so single-tenant messages are unchanged.
+	Tenant string
 	// Meta carries extra string attributes (command ID, rejection reason, ...).
 	Meta map[string]string
 	// Seq is the stream sequence; set only on envelopes read from a stream.
@@ -45,6 +48,7 @@ const (
 	HeaderProtocol    = "Tb-Protocol"
 	HeaderReplay      = "Tb-Replay"
 	HeaderTopic       = "Tb-Topic" // only where the subject does not carry the topic (dead letters)
+	HeaderTenant      = "Tb-Tenant"
 	headerMetaPrefix  = "Tb-M-"
 )
 
@@ -96,6 +100,9 @@ func (e *Envelope) toMsg(subject string) *nats.Msg {
 	if e.ReplayID != "" {
 		h[HeaderReplay] = []string{e.ReplayID}
 	}
+	if e.Tenant != "" {
+		h[HeaderTenant] = []string{e.Tenant}
+	}
 	for k, v := range e.Meta {
 		h[headerMetaPrefix+k] = []string{v}
 	}
@@ -138,6 +145,8 @@ func FromMsg(subject string, h nats.Header, data []byte) (*Envelope, error) {
 			e.Protocol = v
 		case HeaderReplay:
 			e.ReplayID = v
+		case HeaderTenant:
+			e.Tenant = v
 		default:
 			if name, ok := strings.CutPrefix(k, headerMetaPrefix); ok {
 				if e.Meta == nil {

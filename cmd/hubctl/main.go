@@ -6,6 +6,7 @@
 //	hubctl query <device> <field> --from -1h --every 1m --agg mean
 //	hubctl rules|replay|sim list|get|create|delete|stop ...
 //	hubctl canary list|get|create|results|delete
+//	hubctl keys|tenants list|get|create ...; hubctl audit --since 1h
 //
 // The server and API key come from --server/--api-key, else HUB_URL/HUB_API_KEY, else the
 // config file (~/.config/tributary/hubctl.yaml, or --config/HUBCTL_CONFIG). Exit codes: 0 ok,
@@ -45,6 +46,10 @@ Usage:
   hubctl canary list | get <name> | create -f canary.yaml | results <name> [--since -1h] [--limit N] | delete <name>
   hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | pause|resume|stop <id> | delete <id>
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
+  hubctl keys list | get <id> | revoke <id>
+  hubctl keys create --name N --scopes devices:read,streams:read [--tenant T] [--expires 720h] [--description D]
+  hubctl tenants list | get <name> | create|set <name> [--max-devices N] [--message-rate R] [--retention 720h]
+  hubctl audit [--since 1h] [--type login|key|acl.denied|device.token] [--limit N]
 
 Global flags (anywhere on the line):
   --server URL     hub URL (env HUB_URL; default http://localhost:8080)
@@ -87,8 +92,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = c.resource(resources["simulations"], rest)
 	case "canary", "canaries":
 		err = c.canaries(rest)
+	case "keys", "key":
+		err = c.keys(rest)
+	case "tenants", "tenant":
+		err = c.tenants(rest)
+	case "audit":
+		err = c.audit(rest)
 	default:
-		err = usageErrorf("unknown command %q (want devices, tail, query, rules, canary, replay or sim)", cmd)
+		err = usageErrorf("unknown command %q (want devices, tail, query, rules, canary, replay, sim, keys, tenants or audit)", cmd)
 	}
 	return c.exit(err)
 }

@@ -103,6 +103,9 @@ func (s *Server) dtlsIdentity(ctx context.Context, cs *connState, req request) (
 			return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: unknown PSK identity")
 		}
 		id.psk = psk
+		if !id.ident.App {
+			s.auditDevice(ctx, id.name)
+		}
 	}
 	if !ok || subtle.ConstantTimeCompare(psk, id.psk) != 1 {
 		return protocols.Identity{}, s.refuse(ctx, id.name, req.Topic, "DTLS: the key changed since the handshake; connect again")

@@ -14,6 +14,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/responsewriter"
 	"github.com/plgd-dev/go-coap/v3/udp/client"
 
+	"github.com/tributary-iot/tributary/audit"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/payload"
 	"github.com/tributary-iot/tributary/protocols"
@@ -68,6 +69,7 @@ func (s *Server) serve(w writer, r *pool.Message) codes.Code {
 // application) or ?token= (the device named by ?id=, else by the path). Every refusal is
 // dead-lettered.
 func (s *Server) authenticate(ctx context.Context, cs *connState, req request) (protocols.Identity, *failure) {
+	ctx = withSource(ctx, cs)
 	if cs.isDTLS {
 		return s.dtlsIdentity(ctx, cs, req)
 	}
@@ -75,10 +77,7 @@ func (s *Server) authenticate(ctx context.Context, cs *connState, req request) (
 	case req.Key != "" && req.Token != "":
 		return protocols.Identity{}, s.refuse(ctx, "", req.Topic, "give token= or key=, not both")
 	case req.Key != "":
-		if err := s.auth.AuthenticateApp(ctx, req.Key); err != nil {
-			return protocols.Identity{}, s.refuse(ctx, "", req.Topic, "invalid API key")
-		}
-		return protocols.Identity{App: true}, nil
+		return s.appIdentity(ctx, cs, req)
 	case req.Token != "":
 		id := req.ID
 		if id == "" && req.IsDevice {
@@ -91,6 +90,7 @@ func (s *Server) authenticate(ctx context.Context, cs *connState, req request) (
 			return protocols.Identity{}, s.refuse(ctx, id, req.Topic, "unknown device or wrong token")
 		}
 		s.seen(id, cs)
+		s.auditDevice(ctx, id)
 		return protocols.Identity{DeviceID: id}, nil
 	}
 	dev := ""
@@ -106,6 +106,11 @@ func (s *Server) refuse(ctx context.Context, deviceID, topic, reason string) *fa
 		deviceID = ""
 	}
 	s.in.DeadLetterAuth(ctx, protocolName, deviceID, topic, "coap: "+reason)
+	principal := ""
+	if deviceID != "" {
+		principal = "device:" + deviceID
+	}
+	s.audit(ctx, audit.Event{Type: audit.TypeLogin, Outcome: audit.Failure, Principal: principal, Reason: reason})
 	return fail(codes.Unauthorized, "%s", reason)
 }
 
@@ -182,6 +187,9 @@ func (s *Server) get(ctx context.Context, w writer, r *pool.Message, cs *connSta
 	if f := mayRead(from, req); f != nil {
 		return replyFailure(w, f)
 	}
+	if f := s.appMayRead(withSource(ctx, cs), from, req); f != nil {
+		return replyFailure(w, f)
+	}
 	if err == nil && obs == 0 {
 		code := s.register(ctx, w, r, cs, req, from)
 		s.observed(from, req)
@@ -227,6 +235,7 @@ func (s *Server) register(ctx context.Context, w writer, r *pool.Message, cs *co
 	o := &observer{
 		cs:     cs,
 		device: from.DeviceID,
+		key:    keyOf(from),
 		token:  string(r.Token()),
 		topic:  req.Topic,
 		queue:  make(chan *streams.Envelope, s.cfg.NotifyQueue),

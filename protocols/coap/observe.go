@@ -25,6 +25,7 @@ import (
 type observer struct {
 	cs     *connState
 	device string // the device observing ("" for an application)
+	key    string // the application's scoped API key ID ("" for the admin key or a device)
 	token  string // the request token's bytes
 	topic  string
 	queue  chan *streams.Envelope
@@ -182,6 +183,10 @@ func (s *Server) runObserver(ctx context.Context, o *observer) {
 		case env := <-o.queue:
 			if env.Seq != 0 && env.Seq <= o.after {
 				continue
+			}
+			if !s.keyCurrent(o.key) {
+				s.obs.remove(o) // the key was revoked or expired
+				return
 			}
 			switch err := s.notify(ctx, o, env); {
 			case err == nil:

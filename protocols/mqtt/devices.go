@@ -223,6 +223,7 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, reasonCodes []b
 		}
 	}
 	h.s.subscribedCommands(cl, granted)
+	h.s.auditRefusedSubscriptions(cl, pk, reasonCodes)
 }
 
 // OnPacketRead marks commands delivered when the client acknowledges them (PUBACK for QoS 1,

@@ -56,9 +56,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	case user == "":
 		err = errors.New("no username: devices connect with their ID and token (or a client certificate over TLS), applications with username app and an API key")
 	case user == protocols.AppUsername:
-		if err = s.auth.AuthenticateApp(ctx, string(pk.Connect.Password)); err != nil {
-			err = errors.New("wrong API key")
-		}
+		err = h.connectApp(ctx, cl, pk)
 	case user == devices.ProvisionID:
 		if err := h.connectProvisioning(ctx, cl, pk); err != nil {
 			return err
@@ -67,6 +65,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		if err = s.auth.AuthenticateDevice(ctx, user, string(pk.Connect.Password)); err != nil {
 			err = errors.New("unknown device or wrong token") // never which
 		}
+	}
+	if user != devices.ProvisionID {
+		s.auditLogin(cl, user, err)
 	}
 	if err != nil {
 		return h.refuse(ctx, cl, user, packets.ErrNotAuthorized, err.Error())
@@ -126,7 +127,7 @@ func (h *hook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
 	}
 	id := identify(cl.Properties.Username)
 	if id.App {
-		return true
+		return h.s.appMay(cl, topic)
 	}
 	return protocols.DeviceMaySubscribe(id.DeviceID, topic)
 }
@@ -142,6 +143,7 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.s.connected.Dec()
 	h.s.forgetAcks(cl)
+	h.s.apps.Delete(cl)
 	if isProvisioning(cl) {
 		h.s.provKeys.Delete(cl)
 	} else if id := identify(cl.Properties.Username); !id.App {
@@ -167,7 +169,7 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 		return pk, packets.ErrRejectPacket // shutting down: neither stored nor acked
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	_, err := s.in.Accept(ctx, toMessage(identify(cl.Properties.Username), pk))
+	_, err := s.in.Accept(ctx, toMessage(s.identity(cl), pk))
 	cancel()
 
 	act, code := outcome(cl.Properties.ProtocolVersion, pk.FixedHeader.Qos, err)
@@ -229,7 +231,7 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	if _, err := s.in.Accept(ctx, toMessage(identify(cl.Properties.Username), pk)); err != nil {
+	if _, err := s.in.Accept(ctx, toMessage(s.identity(cl), pk)); err != nil {
 		s.log.Debug("mqtt will refused", "client", cl.ID, "topic", will.TopicName, "err", err)
 	}
 	return mochi.Will{}, nil

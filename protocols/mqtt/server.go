@@ -82,6 +82,8 @@ type Server struct {
 	// authed holds clients between OnConnect (which checks their credentials) and
 	// OnConnectAuthenticate (which mochi asks next).
 	authed sync.Map // *mochi.Client → struct{}
+	// apps holds application clients logged in with a scoped key (tenants.go).
+	apps sync.Map // *mochi.Client → key ID
 
 	// mu guards closing and storing: publishes being stored, so shutdown can let them finish
 	// (stored and acked) before closing connections.

@@ -1,0 +1,205 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/devices"
+)
+
+// TenantsBucket is the KV bucket of tenants, keyed by name.
+const TenantsBucket = "tenants"
+
+// Tenant is one customer of the hub: it owns devices, rules, replays, simulations and keys.
+type Tenant struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Quotas      Quotas    `json:"quotas"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Quotas limit a tenant; zero values mean no limit.
+type Quotas struct {
+	// MaxDevices caps how many devices the tenant may register.
+	MaxDevices int `json:"max_devices,omitempty"`
+	// MessageRate is messages per second over all the tenant's devices, with MessageBurst;
+	// admission control enforces it (see TenantOf on the device registry).
+	MessageRate  float64 `json:"message_rate,omitempty"`
+	MessageBurst int     `json:"message_burst,omitempty"`
+	// BytesRate is payload bytes per second over all the tenant's devices.
+	BytesRate float64 `json:"bytes_rate,omitempty"`
+	// Retention is how long the tenant's data is meant to be kept; see README "Tenants" for
+	// how it is (and is not yet) enforced.
+	Retention devices.Duration `json:"retention,omitempty"`
+}
+
+func (q Quotas) validate() error {
+	switch {
+	case q.MaxDevices < 0:
+		return fmt.Errorf("%w: quotas.max_devices must not be negative, got %d", ErrInvalid, q.MaxDevices)
+	case q.MessageRate < 0 || q.MessageRate > 1e9:
+		return fmt.Errorf("%w: quotas.message_rate must be 0..1e9 messages/s, got %v", ErrInvalid, q.MessageRate)
+	case q.MessageBurst < 0:
+		return fmt.Errorf("%w: quotas.message_burst must not be negative, got %d", ErrInvalid, q.MessageBurst)
+	case q.BytesRate < 0:
+		return fmt.Errorf("%w: quotas.bytes_rate must not be negative, got %v", ErrInvalid, q.BytesRate)
+	case q.Retention < 0:
+		return fmt.Errorf("%w: quotas.retention must not be negative, got %s", ErrInvalid, q.Retention)
+	}
+	return nil
+}
+
+// TenantSpec is what a tenant is created or replaced from.
+type TenantSpec struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Quotas      Quotas `json:"quotas"`
+}
+
+func (s TenantSpec) validate() error {
+	if !devices.ValidID(s.Name) {
+		return fmt.Errorf("%w: name %q must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", ErrInvalid, s.Name)
+	}
+	if len(s.Description) > MaxKeyDescLen || !utf8.ValidString(s.Description) {
+		return fmt.Errorf("%w: description must be valid UTF-8 of at most %d bytes", ErrInvalid, MaxKeyDescLen)
+	}
+	return s.Quotas.validate()
+}
+
+// Tenants stores tenants with a current in-memory view on every instance. The default tenant
+// always exists, without quotas unless it has been given some.
+type Tenants struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+	now func() time.Time
+
+	mu     sync.RWMutex
+	byName map[string]Tenant
+}
+
+// NewTenants opens (or creates) the bucket and loads every tenant.
+func NewTenants(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Tenants, error) {
+	kv, err := openBucket(ctx, js, TenantsBucket, "Tributary tenants", replicas)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tenants{kv: kv, log: log.With("component", "tenants"), now: time.Now, byName: map[string]Tenant{}}
+	if err := load(ctx, kv, t.apply); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Run keeps the view current until ctx ends.
+func (t *Tenants) Run(ctx context.Context) error { return watch(ctx, t.kv, nil, t.apply) }
+
+func (t *Tenants) apply(e jetstream.KeyValueEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(t.byName, e.Key())
+		return
+	}
+	var v Tenant
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		t.log.Error("unreadable tenant record", "tenant", e.Key(), "err", err)
+		return
+	}
+	t.byName[e.Key()] = v
+}
+
+// Create stores a new tenant.
+func (t *Tenants) Create(ctx context.Context, spec TenantSpec) (Tenant, error) {
+	if err := spec.validate(); err != nil {
+		return Tenant{}, err
+	}
+	if _, ok := t.Get(spec.Name); ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %q", ErrExists, spec.Name)
+	}
+	now := t.now().UTC()
+	v := Tenant{Name: spec.Name, Description: spec.Description, Quotas: spec.Quotas, CreatedAt: now, UpdatedAt: now}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if _, err := t.kv.Create(ctx, v.Name, data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return Tenant{}, fmt.Errorf("%w: tenant %q", ErrExists, spec.Name)
+		}
+		return Tenant{}, fmt.Errorf("store tenant %s: %w", v.Name, err)
+	}
+	t.set(v)
+	return v, nil
+}
+
+// Put replaces an existing tenant's description and quotas.
+func (t *Tenants) Put(ctx context.Context, spec TenantSpec) (Tenant, error) {
+	if err := spec.validate(); err != nil {
+		return Tenant{}, err
+	}
+	old, ok := t.Get(spec.Name)
+	if !ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %q", ErrNotFound, spec.Name)
+	}
+	v := Tenant{Name: spec.Name, Description: spec.Description, Quotas: spec.Quotas, CreatedAt: old.CreatedAt, UpdatedAt: t.now().UTC()}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if _, err := t.kv.Put(ctx, v.Name, data); err != nil {
+		return Tenant{}, fmt.Errorf("store tenant %s: %w", v.Name, err)
+	}
+	t.set(v)
+	return v, nil
+}
+
+func (t *Tenants) set(v Tenant) {
+	t.mu.Lock()
+	t.byName[v.Name] = v
+	t.mu.Unlock()
+}
+
+// Get returns a tenant; the default tenant always exists.
+func (t *Tenants) Get(name string) (Tenant, bool) {
+	name = Normalize(name)
+	t.mu.RLock()
+	v, ok := t.byName[name]
+	t.mu.RUnlock()
+	if !ok && name == DefaultTenant {
+		return Tenant{Name: DefaultTenant, Description: "everything that names no tenant"}, true
+	}
+	return v, ok
+}
+
+// Quotas returns tenant's quotas (zero: unlimited) — admission control asks per tenant.
+func (t *Tenants) Quotas(name string) Quotas {
+	v, _ := t.Get(name)
+	return v.Quotas
+}
+
+// List returns every tenant by name, the default one included.
+func (t *Tenants) List() []Tenant {
+	t.mu.RLock()
+	out := make([]Tenant, 0, len(t.byName)+1)
+	for _, v := range t.byName {
+		out = append(out, v)
+	}
+	t.mu.RUnlock()
+	if !slices.ContainsFunc(out, func(v Tenant) bool { return v.Name == DefaultTenant }) {
+		d, _ := t.Get(DefaultTenant)
+		out = append(out, d)
+	}
+	slices.SortFunc(out, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
