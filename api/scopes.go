@@ -77,14 +77,19 @@ var routeAccess = map[string]access{
 	"POST /api/v1/tokens":                       {auth.ScopeAny, tenantFree},
 
 	// Rules.
-	"POST /api/v1/rules":               {auth.ScopeRulesWrite, tenantHandler},
-	"GET /api/v1/rules":                {auth.ScopeRulesRead, tenantHandler},
-	"GET /api/v1/rules/{name}":         {auth.ScopeRulesRead, tenantHandler},
-	"PUT /api/v1/rules/{name}":         {auth.ScopeRulesWrite, tenantHandler},
-	"DELETE /api/v1/rules/{name}":      {auth.ScopeRulesWrite, tenantHandler},
-	"GET /api/v1/rules/{name}/stats":   {auth.ScopeRulesRead, tenantHandler},
-	"GET /api/v1/rules/{name}/results": {auth.ScopeRulesRead, tenantHandler},
-	"POST /api/v1/backtests":           {auth.ScopeRulesRead, tenantGlobal},
+	"POST /api/v1/rules":                  {auth.ScopeRulesWrite, tenantHandler},
+	"GET /api/v1/rules":                   {auth.ScopeRulesRead, tenantHandler},
+	"GET /api/v1/rules/{name}":            {auth.ScopeRulesRead, tenantHandler},
+	"PUT /api/v1/rules/{name}":            {auth.ScopeRulesWrite, tenantHandler},
+	"DELETE /api/v1/rules/{name}":         {auth.ScopeRulesWrite, tenantHandler},
+	"GET /api/v1/rules/{name}/stats":      {auth.ScopeRulesRead, tenantHandler},
+	"GET /api/v1/rules/{name}/results":    {auth.ScopeRulesRead, tenantHandler},
+	"POST /api/v1/canaries":               {auth.ScopeRulesWrite, tenantHandler},
+	"GET /api/v1/canaries":                {auth.ScopeRulesRead, tenantHandler},
+	"GET /api/v1/canaries/{name}":         {auth.ScopeRulesRead, tenantHandler},
+	"DELETE /api/v1/canaries/{name}":      {auth.ScopeRulesWrite, tenantHandler},
+	"GET /api/v1/canaries/{name}/results": {auth.ScopeRulesRead, tenantHandler},
+	"POST /api/v1/backtests":              {auth.ScopeRulesRead, tenantGlobal},
 
 	// Replays, scenarios, simulations.
 	"POST /api/v1/replays":                 {auth.ScopeSimWrite, tenantHandler},
