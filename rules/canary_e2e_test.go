@@ -187,6 +187,18 @@ func TestCanaryEndToEnd(t *testing.T) {
 		}
 	}
 
+	var bad struct{ Error string }
+	if code := h.Do("GET", "/api/v1/canaries/fw21/results?since=yesterday", nil, &bad); code != 400 || !strings.HasPrefix(bad.Error, `since: "yesterday" is not an RFC 3339 time`) {
+		t.Errorf("bad since: %d %q", code, bad.Error)
+	}
+	if got := results("fw21"); len(got) != 3 {
+		t.Errorf("%d results, want 3", len(got))
+	}
+	var later struct{ Results []rules.StoredResult }
+	if code := h.Do("GET", "/api/v1/canaries/fw21/results?since="+fw21[1].WindowEnd.Format(time.RFC3339Nano), nil, &later); code != 200 || len(later.Results) != 2 || later.Results[0].ID != fw21[1].ID {
+		t.Errorf("since the second interval's end: %d, %d results", code, len(later.Results))
+	}
+
 	// The latest verdict over the API; the list.
 	var one rules.Canary
 	if code := h.Do("GET", "/api/v1/canaries/fw21", nil, &one); code != 200 || one.Latest == nil || one.Latest.ID != fw21[len(fw21)-1].ID || one.Latest.Values["verdict"] != "fail" {
