@@ -152,12 +152,13 @@ func (s *Spike) ReadState(b []byte) ([]byte, error) {
 //   - spread: z = ln(σ̂_recent / σ̂_ref) / (1.1664 √(1/m + 1/(n−m))), which catches stuck
 //     values (spread collapses: large negative z) and noisy sensors (positive).
 //
-// The score is whichever z is larger in magnitude (signed); the point is anomalous when
-// |score| exceeds the two-sided normal quantile of the confidence. Both statistics are
-// about standard normal for a series without change (independent Gaussian noise), so a
-// point is flagged with probability about 2 × (1 − confidence) there, in runs because
-// neighbouring points share their history; after a change they stay high until the change
-// fills the reference. Until the history is full, points score 0.
+// The score is whichever z is larger in magnitude (signed). Both statistics are about
+// standard normal for a series without change (independent Gaussian noise), and each point
+// tests both again over much the same history; so the point is anomalous when |score|
+// exceeds the normal quantile of 1 − (1 − confidence)/(2m) (two-sided; 4.1 for m = 30 at
+// 0.99): without change, about 1 − confidence of the stretches of m points hold a flag. After
+// a change, flags continue until the change fills the reference. Until the history is full,
+// points score 0.
 type ChangePoint struct {
 	h           history
 	ref, recent sortedWindow
@@ -176,7 +177,10 @@ func NewChangePoint(confidence float64, n int) (*ChangePoint, error) {
 		return nil, err
 	}
 	m := max(2, n/4)
-	return &ChangePoint{h: history{size: n}, m: m, z: Threshold(confidence),
+	// Each point is a new test, and neighbouring points share their history: the threshold
+	// holds two tests on each of m points to 1 − confidence together (Bonferroni), so that a
+	// series without change raises about 1 − confidence alarms per m points.
+	return &ChangePoint{h: history{size: n}, m: m, z: Threshold(1 - (1-confidence)/float64(2*m)),
 		se: math.Sqrt(1/float64(m) + 1/float64(n-m))}, nil
 }
 
