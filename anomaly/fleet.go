@@ -47,7 +47,7 @@ type Verdict struct {
 // at most 0.25). A member is an outlier when P(χ²_d > D²) < p / n, for n members and d
 // fields: the chance that a group with no outliers at all shows one in a window is then
 // about p, and the threshold grows with the group as it must (with 1,000 peers and
-// p = 0.01, one field: |z| > 4.9; two fields: D > 5.3). A larger p flags more readily.
+// p = 0.01, one field: |z| > 4.4; two fields: D > 4.8). A larger p flags more readily.
 // For small groups the threshold is Hotelling's prediction bound instead of the χ² quantile
 // (see threshold2). Measured on Gaussian peers with p = 0.01 (2,000 windows each): windows
 // with a false outlier 0.7–0.9% for one field at 10 to 1,000 peers; 0.9–2% for two fields;

@@ -155,7 +155,7 @@ func (s *Spike) ReadState(b []byte) ([]byte, error) {
 // The score is whichever z is larger in magnitude (signed). Both statistics are about
 // standard normal for a series without change (independent Gaussian noise), and each point
 // tests both again over much the same history; so the point is anomalous when |score|
-// exceeds the normal quantile of 1 − (1 − confidence)/(2m) (two-sided; 4.1 for m = 30 at
+// exceeds the normal quantile of 1 − (1 − confidence)/(2m) (two-sided; 3.76 for m = 30 at
 // 0.99): without change, about 1 − confidence of the stretches of m points hold a flag. After
 // a change, flags continue until the change fills the reference. Until the history is full,
 // points score 0.

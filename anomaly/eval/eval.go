@@ -25,13 +25,30 @@ type Score struct {
 	Detector string
 	Query    string
 	// Unit is what is counted: points, alarms or device-windows.
-	Unit                 string
-	TP, FP, FN           int
-	Precision, Recall    float64
-	Labelled, Flagged    int
-	Note                 string
-	MedianDelay          time.Duration // change points: from the anomaly's start to the first flag
-	Events, Results, Dur int
+	Unit              string
+	TP, FP, FN        int
+	Precision, Recall float64
+	Labelled, Flagged int
+	MedianDelay       time.Duration // change points: from the anomaly's start to the first flag
+	Events, Results   int
+}
+
+// count adds one item that is labelled or not and flagged or not.
+func (s *Score) count(labelled, flagged bool) {
+	switch {
+	case labelled && flagged:
+		s.TP++
+	case labelled:
+		s.FN++
+	case flagged:
+		s.FP++
+	}
+	if labelled {
+		s.Labelled++
+	}
+	if flagged {
+		s.Flagged++
+	}
 }
 
 func (s *Score) finish() {
@@ -237,22 +254,7 @@ func scoreSpike(samples []sample, conf float64) (Score, error) {
 			continue
 		}
 		s.Events++
-		isSpike := labelled(x, fleet.Spike) != nil
-		f := flagged[key{x.Device, x.Time.UnixNano()}]
-		switch {
-		case isSpike && f:
-			s.TP++
-		case isSpike:
-			s.FN++
-		case f:
-			s.FP++
-		}
-		if isSpike {
-			s.Labelled++
-		}
-		if f {
-			s.Flagged++
-		}
+		s.count(labelled(x, fleet.Spike) != nil, flagged[key{x.Device, x.Time.UnixNano()}])
 	}
 	s.Results = len(res)
 	s.finish()
@@ -382,21 +384,7 @@ func scoreOutliers(samples []sample) (Score, error) {
 		if part && !full {
 			continue
 		}
-		f := r.Values["outlier"] == true
-		switch {
-		case full && f:
-			s.TP++
-		case full:
-			s.FN++
-		case f:
-			s.FP++
-		}
-		if full {
-			s.Labelled++
-		}
-		if f {
-			s.Flagged++
-		}
+		s.count(full, r.Values["outlier"] == true)
 	}
 	s.Results = len(res)
 	s.finish()

@@ -18,7 +18,8 @@
 // # Grammar
 //
 //	query   = SELECT item {, item} FROM 'topic filter' [WHERE expr]
-//	          GROUP BY key {, key} [HAVING expr] [;]
+//	          GROUP BY key {, key} [outliers] [HAVING expr] [;]
+//	outliers = OUTLIERS(column {, column}) [BY key {, key}] [EXPECT number]
 //	item    = expr [[AS] name]
 //	key     = name | window
 //	window  = TUMBLING(size) | HOPPING(size, hop) | SLIDING(size)
@@ -28,7 +29,7 @@
 //	cmp     = "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 //	sum     = term {(+ | -) term};  term = unary {(* | / | %) unary}
 //	unary   = [- | +] unary | number | 'string' | TRUE | FALSE | NULL
-//	        | name | func( [* | expr {, expr}] ) | ( expr )
+//	        | name | func( [* | expr {, expr}] ) [. word] | ( expr )
 //	name    = word {. word}      (a word is letters, digits and _, or "quoted" or `quoted`)
 //
 // Keywords and function names are case-insensitive; GROUP BY holds exactly
@@ -89,8 +90,40 @@
 // Scalar functions: abs, floor, ceil, sqrt, round(x) and round(x, digits),
 // and window_start(), window_end() in SELECT and HAVING.
 //
+// # Anomaly functions
+//
+// spike(x, confidence, n) and changepoint(x, confidence, n) return a record
+// with the fields score (a number) and anomaly (a boolean); write
+// spike(temp, 0.99, 60).score or .anomaly, in SELECT and HAVING. Unlike
+// aggregates they keep a history per group across windows: the group's last
+// n points of x, in event-time order. Each point is scored against that
+// history (spike: robust z-score against the rolling median and MAD, positive
+// for spikes, negative for dips; changepoint: a lasting change of level or
+// spread between the history's last quarter and the rest); the window's score
+// is that of its most extreme point, anomaly is TRUE if any point exceeded the
+// threshold at the confidence (0 < confidence < 1). The first n points of a
+// group only fill the history. They need windows that do not overlap
+// (TUMBLING, SESSION, COUNTWINDOW); COUNTWINDOW(1) scores every event. The
+// history is in the rule's checkpoint, so restarts and replays give the same
+// scores. See the anomaly package for the methods.
+//
+// # OUTLIERS
+//
+// OUTLIERS(t, v) BY tags.site EXPECT 0.02 after GROUP BY compares, in each
+// window, every group's vector of the SELECT columns t and v (numbers) with
+// the other groups of the window that share the BY keys (GROUP BY keys; none:
+// all groups), and adds to every result outlier (TRUE, FALSE, or NULL without
+// a verdict), outlier_score (the robust distance from the peers in standard
+// deviations), outlier_peers (how many were compared) and outlier_warning
+// (why there is no verdict, e.g. a peer group too small). SELECT expressions
+// and HAVING may use outlier, outlier_score and outlier_peers. EXPECT is the
+// expected share of outliers, above 0 and at most 0.25 (default 0.01); it
+// sets how far a member must stand apart. Needs TUMBLING or HOPPING windows.
+// See anomaly.Outliers for the method.
+//
 // Compile also checks: unknown functions (with a suggestion when one is
-// close), argument counts, aggregates where they are not allowed, columns
+// close), argument counts, anomaly function parameters and fields, OUTLIERS
+// columns that are not numbers, aggregates where they are not allowed, columns
 // that are neither grouped nor aggregated, a missing or second window,
 // duplicate column names and group keys, unknown names in HAVING and
 // invalid topic filters.

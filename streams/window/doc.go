@@ -148,6 +148,14 @@
 // (count is 0). Functions are registered in a table ([RegisterAggregate]):
 // the SQL compiler finds them there, the engine only sees constructors.
 //
+// # Series functions and fleet outliers
+//
+// Series functions (spike, changepoint) keep a history per group across
+// windows; the engine hands them each closed window's points in event-time
+// order and keeps their state in snapshots (see SeriesState). A plan with
+// Fleet holds back the rows of windows that close together and judges each
+// group against its peers before HAVING (see Fleet).
+//
 // # Memory and speed
 //
 // count, sum, avg, min, max, first, last and stddev keep a few words per

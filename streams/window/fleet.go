@@ -1,6 +1,7 @@
 package window
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -116,19 +117,13 @@ func (e *Engine) settle() {
 	}
 	rows := e.pending
 	slices.SortStableFunc(rows, func(a, b pendingRow) int {
-		if c := compareI64(a.end, b.end); c != 0 {
+		if c := cmp.Compare(a.end, b.end); c != 0 {
 			return c
 		}
-		if c := compareI64(a.start, b.start); c != 0 {
+		if c := cmp.Compare(a.start, b.start); c != 0 {
 			return c
 		}
-		if a.peer < b.peer {
-			return -1
-		}
-		if a.peer > b.peer {
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.peer, b.peer)
 	})
 	var vecs [][]float64
 	var verdicts []anomaly.Verdict
@@ -164,16 +159,6 @@ func (e *Engine) settle() {
 	}
 	clear(rows)
 	e.pending = rows[:0]
-}
-
-func compareI64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (v FleetVerdict) addValues(values map[string]any) {

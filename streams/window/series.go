@@ -168,26 +168,29 @@ func (s detectorSeries) Window(points []float64, out []Value) {
 func (s detectorSeries) AppendState(b []byte) []byte        { return s.d.AppendState(b) }
 func (s detectorSeries) ReadState(b []byte) ([]byte, error) { return s.d.ReadState(b) }
 
-func newSpikeSeries(params []float64) (func() SeriesState, error) {
-	conf, n, err := seriesParams("spike", params, 3)
-	if err != nil {
-		return nil, err
-	}
-	return func() SeriesState {
-		d, _ := anomaly.NewSpike(conf, n)
-		return detectorSeries{d}
-	}, nil
-}
+var (
+	newSpikeSeries       = detectorFunc("spike", 3, func(c float64, n int) (detector, error) { return anomaly.NewSpike(c, n) })
+	newChangePointSeries = detectorFunc("changepoint", 8, func(c float64, n int) (detector, error) {
+		return anomaly.NewChangePoint(c, n)
+	})
+)
 
-func newChangePointSeries(params []float64) (func() SeriesState, error) {
-	conf, n, err := seriesParams("changepoint", params, 8)
-	if err != nil {
-		return nil, err
+// detectorFunc makes a series function's constructor from a detector's, checking the
+// parameters (confidence, history of at least minN points) when the rule is compiled.
+func detectorFunc(name string, minN int, newDet func(conf float64, n int) (detector, error)) func([]float64) (func() SeriesState, error) {
+	return func(params []float64) (func() SeriesState, error) {
+		conf, n, err := seriesParams(name, params, minN)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := newDet(conf, n); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return func() SeriesState {
+			d, _ := newDet(conf, n) // checked above
+			return detectorSeries{d}
+		}, nil
 	}
-	return func() SeriesState {
-		d, _ := anomaly.NewChangePoint(conf, n)
-		return detectorSeries{d}
-	}, nil
 }
 
 func (e *Engine) initSeries() {
