@@ -320,6 +320,9 @@ func (h *Hub) readyDetail() map[string]any {
 		d["influxdb_writer"] = h.influx.Status()
 	}
 	d["leases"] = h.leaseDetail()
+	if h.tls != nil {
+		d["tls"] = h.tls.Status()
+	}
 	return d
 }
 

@@ -260,7 +260,9 @@ func TestMQTTOverTLS(t *testing.T) {
 			}
 		}
 		// The refusals are dead-lettered with their reasons.
-		var dead struct{ Messages []struct{ Device, Reason string } }
+		var dead struct {
+			Messages []struct{ Device, Reason string }
+		}
 		hubtest.Eventually(t, 5*time.Second, func() bool {
 			dead.Messages = nil
 			h.Do("GET", "/api/v1/deadletters?limit=100", nil, &dead)
@@ -461,6 +463,18 @@ func TestCertificateReload(t *testing.T) {
 		if got := serial(t, addr, cfg); got != renewed.Serial().String() {
 			t.Fatalf("%s: serial %s after an invalid key file, want the renewed %s", name, got, renewed.Serial())
 		}
+	}
+	var ready struct {
+		Components struct {
+			TLS struct {
+				Serial      string
+				ReloadError string `json:"reload_error"`
+			}
+		}
+	}
+	h.Do("GET", "/readyz", nil, &ready)
+	if st := ready.Components.TLS; st.Serial != renewed.Serial().String() || !strings.Contains(st.ReloadError, "server.key") {
+		t.Fatalf("/readyz tls = %+v, want serial %s and the reload error naming server.key", st, renewed.Serial())
 	}
 	if _, err := v3TLS("tls://"+h.MQTTSAddr(), "d2-after", "d2", h.tokens["d2"], cfg); err != nil {
 		t.Fatalf("new connection after an invalid key file: %v", err)

@@ -79,8 +79,19 @@ type Store struct {
 	cur atomic.Pointer[state]
 	// tried are the stamps of the files last loaded or last failed to load, so a broken file is
 	// reported once, not at every check.
-	mu    sync.Mutex
-	tried [3]stamp
+	mu      sync.Mutex
+	tried   [3]stamp
+	lastErr atomic.Pointer[string] // the last failed reload's error, nil after a good one
+}
+
+// Status is the certificate in use and the state of reloading, for /readyz.
+type Status struct {
+	Subject  string    `json:"subject"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	// ReloadError is why the files could not be loaded the last time they changed ("" when
+	// the last change loaded).
+	ReloadError string `json:"reload_error,omitempty"`
 }
 
 // state is one loaded set of files with the tls.Configs built from it.
@@ -196,16 +207,31 @@ func (s *Store) Check() {
 	st, err := s.load()
 	if err != nil {
 		metricReloadFailures.Inc()
+		msg := err.Error()
+		s.lastErr.Store(&msg)
 		s.log.Error("TLS files changed but cannot be loaded; still using the previous certificate", "err", err)
 		return
 	}
 	s.install(st)
+	s.lastErr.Store(nil)
 	metricReloads.WithLabelValues("ok").Inc()
 	attrs := []any{"cert", s.cfg.CertFile}
 	if leaf := st.cert.Leaf; leaf != nil {
 		attrs = append(attrs, "subject", leaf.Subject.String(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
 	}
 	s.log.Info("TLS certificate reloaded", attrs...)
+}
+
+// Status reports the certificate in use and the last reload error.
+func (s *Store) Status() Status {
+	var st Status
+	if leaf := s.cur.Load().cert.Leaf; leaf != nil {
+		st.Subject, st.Serial, st.NotAfter = leaf.Subject.String(), leaf.SerialNumber.String(), leaf.NotAfter
+	}
+	if e := s.lastErr.Load(); e != nil {
+		st.ReloadError = *e
+	}
+	return st
 }
 
 // Certificate is the server certificate in use.

@@ -89,6 +89,9 @@ func TestReload(t *testing.T) {
 	if got, want := serverSerial(t, addr, ca.Pool()), second.Serial().String(); got != want {
 		t.Fatalf("after a broken certificate file: serial %s, want the previous %s", got, want)
 	}
+	if st := store.Status(); st.Serial != second.Serial().String() || !strings.Contains(st.ReloadError, certFile) {
+		t.Fatalf("Status after a broken file = %+v, want serial %s and an error naming %s", st, second.Serial(), certFile)
+	}
 	// A certificate with another certificate's key: also kept.
 	third := ca.Server(t, "hub")
 	tlstest.WriteFile(t, certFile, third.CertPEM) // key file still second's
@@ -104,6 +107,9 @@ func TestReload(t *testing.T) {
 	store.Check()
 	if got, want := serverSerial(t, addr, ca.Pool()), third.Serial().String(); got != want {
 		t.Fatalf("after the matching key: serial %s, want %s", got, want)
+	}
+	if st := store.Status(); st.ReloadError != "" || st.Serial != third.Serial().String() {
+		t.Fatalf("Status after a good reload = %+v, want no error and serial %s", st, third.Serial())
 	}
 }
 
