@@ -227,3 +227,32 @@ func TestOutliersInRules(t *testing.T) {
 		t.Fatalf("HAVING outlier: %s", summary(got))
 	}
 }
+
+// TestOutliersHopping: with HOPPING windows, several windows of each device close together;
+// each is judged with the groups of the same window only.
+func TestOutliersHopping(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	var events []window.Event
+	for s := range 240 {
+		for i := range 12 {
+			temp := 20 + r.NormFloat64()*0.1
+			if i == 3 && s >= 60 && s < 120 { // hot during the second minute only
+				temp += 2
+			}
+			events = append(events, window.Event{Time: t0.Add(time.Duration(s) * time.Second), Device: fmt.Sprintf("d%02d", i),
+				Fields: map[string]any{"temp": temp}, Seq: uint64(len(events) + 1)})
+		}
+	}
+	// Each minute closes two overlapping windows' worth of rows at once, and Flush the last
+	// ones together.
+	got := run(t, `SELECT device, avg(temp) AS t FROM 'devices/+/telemetry' GROUP BY device, HOPPING(2m, 1m) OUTLIERS(t) HAVING outlier`, events, -1)
+	var found []string
+	for _, res := range got {
+		found = append(found, fmt.Sprintf("%s@%s", res.Group["device"], res.WindowStart.Sub(t0)))
+	}
+	// Windows [−1m, 1m), [0, 2m), [1m, 3m), [2m, 4m), [3m, 5m): d03 is hot in [1m, 2m), so it
+	// stands apart in [0, 2m) and [1m, 3m).
+	if !slices.Equal(found, []string{"d03@0s", "d03@1m0s"}) {
+		t.Fatalf("outliers %v, want d03@0s, d03@1m0s%s", found, summary(got))
+	}
+}
