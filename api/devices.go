@@ -23,10 +23,11 @@ type createDeviceRequest struct {
 	Location          *devices.Location `json:"location"`
 	Metadata          map[string]any    `json:"metadata"`
 	InactivityTimeout devices.Duration  `json:"inactivity_timeout"`
+	Limits            devices.Limits    `json:"limits"`
 }
 
 func (r createDeviceRequest) device() devices.Device {
-	return devices.Device{ID: r.ID, Name: r.Name, Type: r.Type, Tags: r.Tags, Location: r.Location, Metadata: r.Metadata, InactivityTimeout: r.InactivityTimeout}
+	return devices.Device{ID: r.ID, Name: r.Name, Type: r.Type, Tags: r.Tags, Location: r.Location, Metadata: r.Metadata, InactivityTimeout: r.InactivityTimeout, Limits: r.Limits}
 }
 
 type deviceWithToken struct {

@@ -9,6 +9,7 @@ import (
 
 type typeRequest struct {
 	InactivityTimeout devices.Duration `json:"inactivity_timeout"`
+	Limits            devices.Limits   `json:"limits"`
 }
 
 func (m *management) listTypes(w http.ResponseWriter, _ *http.Request) {
@@ -24,14 +25,14 @@ func (m *management) getType(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, t)
 }
 
-// PUT /api/v1/device-types/{type} {"inactivity_timeout": "10m"}.
+// PUT /api/v1/device-types/{type} {"inactivity_timeout": "10m", "limits": {"rate": 10}}.
 func (m *management) putType(w http.ResponseWriter, r *http.Request) {
 	var req typeRequest
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	t, err := m.Types.Put(r.Context(), devices.TypeSettings{Type: r.PathValue("type"), InactivityTimeout: req.InactivityTimeout})
+	t, err := m.Types.Put(r.Context(), devices.TypeSettings{Type: r.PathValue("type"), InactivityTimeout: req.InactivityTimeout, Limits: req.Limits})
 	if err != nil {
 		m.fail(w, err)
 		return

@@ -18,9 +18,11 @@ type Device struct {
 	// InactivityTimeout overrides, for this device, how long a device that has no connection
 	// (CoAP) stays online after its last message; zero means its type's or the default (see
 	// Liveness).
-	InactivityTimeout Duration  `json:"inactivity_timeout,omitempty"`
-	CreatedAt         time.Time `json:"created_at"`
-	UpdatedAt         time.Time `json:"updated_at"`
+	InactivityTimeout Duration `json:"inactivity_timeout,omitempty"`
+	// Limits are this device's admission limits, over its type's and the hub's (see Limits).
+	Limits    Limits    `json:"limits,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Location is a WGS 84 position.
@@ -94,6 +96,9 @@ func (d *Device) validate() error {
 	}
 	if d.InactivityTimeout != 0 && (d.InactivityTimeout < Duration(MinInactivityTimeout) || d.InactivityTimeout > Duration(MaxInactivityTimeout)) {
 		return fmt.Errorf("%w: inactivity_timeout %v is outside %v..%v", ErrInvalid, d.InactivityTimeout, Duration(MinInactivityTimeout), Duration(MaxInactivityTimeout))
+	}
+	if err := d.Limits.Validate(); err != nil {
+		return err
 	}
 	if l := d.Location; l != nil && (l.Lat < -90 || l.Lat > 90 || l.Lon < -180 || l.Lon > 180) {
 		return fmt.Errorf("%w: location %v,%v is outside lat -90..90, lon -180..180", ErrInvalid, l.Lat, l.Lon)

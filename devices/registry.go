@@ -243,6 +243,8 @@ type Patch struct {
 	Metadata *map[string]any    `json:"metadata,omitempty"`
 	// InactivityTimeout: "0s" goes back to the type's or the default timeout.
 	InactivityTimeout *Duration `json:"inactivity_timeout,omitempty"`
+	// Limits replaces the device's admission limits ({} removes them).
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // Update applies p to device id.
@@ -265,6 +267,9 @@ func (r *Registry) Update(ctx context.Context, id string, p Patch) (Device, erro
 		}
 		if p.InactivityTimeout != nil {
 			rec.InactivityTimeout = *p.InactivityTimeout
+		}
+		if p.Limits != nil {
+			rec.Limits = *p.Limits
 		}
 		return rec.validate()
 	})

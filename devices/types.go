@@ -23,8 +23,10 @@ type TypeSettings struct {
 	Type string `json:"type"`
 	// InactivityTimeout is how long a device of this type without a connection (CoAP) stays
 	// online after its last message, unless the device sets its own (0: the hub's default).
-	InactivityTimeout Duration  `json:"inactivity_timeout,omitempty"`
-	UpdatedAt         time.Time `json:"updated_at"`
+	InactivityTimeout Duration `json:"inactivity_timeout,omitempty"`
+	// Limits are the admission limits of devices of this type, unless a device sets its own.
+	Limits    Limits    `json:"limits,omitzero"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Limits of inactivity timeouts, per device or per type.
@@ -40,7 +42,7 @@ func (t *TypeSettings) validate() error {
 	if t.InactivityTimeout != 0 && (t.InactivityTimeout < Duration(MinInactivityTimeout) || t.InactivityTimeout > Duration(MaxInactivityTimeout)) {
 		return fmt.Errorf("%w: inactivity_timeout %v is outside %v..%v", ErrInvalid, t.InactivityTimeout, Duration(MinInactivityTimeout), Duration(MaxInactivityTimeout))
 	}
-	return nil
+	return t.Limits.Validate()
 }
 
 // Types keeps per-type settings in KV with an in-memory copy, current on every instance.

@@ -6,6 +6,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/protocols/admission"
 	"github.com/tributary-iot/tributary/tlsconf"
 )
 
@@ -52,6 +54,47 @@ type Config struct {
 	// LeaseTTL is how long work run once cluster-wide (each rule) stays with an instance that
 	// stopped renewing its lease: about the longest failover time (0: 5s).
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// Admission control (protocols/admission): rates of each device and each tenant (0: no
+	// limit), connection limits, failed-authentication throttling, topic depth, subscriptions
+	// per client and the HTTP API rate per key. Device types and devices override the device
+	// limits with their own "limits".
+	DeviceRate           admission.Rate `yaml:"device_rate"`
+	DeviceBurst          int            `yaml:"device_burst"`
+	DeviceBytesRate      admission.Rate `yaml:"device_bytes_rate"`
+	DeviceBytesBurst     int            `yaml:"device_bytes_burst"`
+	DeviceMaxConnections int            `yaml:"device_max_connections"`
+	TenantRate           admission.Rate `yaml:"tenant_rate"`
+	TenantBurst          int            `yaml:"tenant_burst"`
+	TenantBytesRate      admission.Rate `yaml:"tenant_bytes_rate"`
+	TenantBytesBurst     int            `yaml:"tenant_bytes_burst"`
+	TenantMaxConnections int            `yaml:"tenant_max_connections"`
+	MaxConnections       int            `yaml:"max_connections"`
+	AdmissionMaxDelay    time.Duration  `yaml:"admission_max_delay"`
+	AuthMaxFailures      int            `yaml:"auth_max_failures"`
+	AuthFailureWindow    time.Duration  `yaml:"auth_failure_window"`
+	MaxTopicLevels       int            `yaml:"max_topic_levels"`
+	MaxSubscriptions     int            `yaml:"max_subscriptions"`
+	APIRate              admission.Rate `yaml:"api_rate"`
+	APIBurst             int            `yaml:"api_burst"`
+}
+
+// admissionConfig is the admission part of the configuration.
+func (c Config) admissionConfig() admission.Config {
+	return admission.Config{
+		Device: devices.Limits{Rate: float64(c.DeviceRate), Burst: c.DeviceBurst, BytesRate: float64(c.DeviceBytesRate),
+			BytesBurst: c.DeviceBytesBurst, MaxConnections: c.DeviceMaxConnections},
+		Tenant: devices.Limits{Rate: float64(c.TenantRate), Burst: c.TenantBurst, BytesRate: float64(c.TenantBytesRate),
+			BytesBurst: c.TenantBytesBurst, MaxConnections: c.TenantMaxConnections},
+		MaxConnections:   c.MaxConnections,
+		MaxDelay:         c.AdmissionMaxDelay,
+		MaxPayload:       c.MaxPayload,
+		AuthMaxFailures:  c.AuthMaxFailures,
+		AuthWindow:       c.AuthFailureWindow,
+		MaxTopicLevels:   c.MaxTopicLevels,
+		MaxSubscriptions: c.MaxSubscriptions,
+		APIRate:          c.APIRate,
+		APIBurst:         c.APIBurst,
+	}
 }
 
 // Defaults returns the configuration of a hub started with no flags.
@@ -74,6 +117,11 @@ func Defaults() Config {
 		MQTTSAddr:         ":8883",
 		MQTTWSSAddr:       ":8084",
 		TLSReloadInterval: tlsconf.DefaultReloadInterval,
+		AdmissionMaxDelay: admission.DefaultMaxDelay,
+		AuthMaxFailures:   admission.DefaultAuthMaxFailures,
+		AuthFailureWindow: admission.DefaultAuthWindow,
+		MaxTopicLevels:    admission.DefaultMaxTopicLevels,
+		MaxSubscriptions:  admission.DefaultMaxSubscriptions,
 	}
 }
 
@@ -126,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL != 0 && (c.LeaseTTL < 300*time.Millisecond || c.LeaseTTL > 10*time.Minute) {
 		return fmt.Errorf("lease-ttl: want 300ms..10m, got %s", c.LeaseTTL)
+	}
+	if err := c.admissionConfig().Validate(); err != nil {
+		return err
 	}
 	return nil
 }

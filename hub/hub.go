@@ -20,6 +20,7 @@ import (
 	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
+	"github.com/tributary-iot/tributary/protocols/admission"
 	"github.com/tributary-iot/tributary/protocols/coap"
 	"github.com/tributary-iot/tributary/protocols/mqtt"
 	"github.com/tributary-iot/tributary/rules"
@@ -74,6 +75,8 @@ type Hub struct {
 	keys    *auth.Keys
 	tenants *auth.Tenants
 	audit   *audit.Log
+	// admission is admission control: rates, connection limits, auth throttling.
+	admission *admission.Controller
 }
 
 // New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
@@ -113,6 +116,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	}
 	h.ingest = protocols.NewIngest(h.bus, cfg.MaxPayload, log)
 	h.ingest.SetTenants(h.registry.TenantOf)
+	h.ingest.SetMaxTopicLevels(cfg.MaxTopicLevels)
+	if h.admission, err = admission.New(cfg.admissionConfig(), deviceProfiles{h.registry, h.devmgr.Types, h.tenants}, log); err != nil {
+		return nil, err
+	}
 	creds := credentials{devices: h.registry, apiKey: h.apiKey, keys: h.keys, audit: h.audit}
 	mqttCfg := mqtt.Config{Addr: cfg.MQTTAddr, WSAddr: cfg.MQTTWSAddr}
 	if cfg.tlsConfig().Enabled() {
@@ -131,6 +138,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.coap, err = coap.New(coapCfg, h.ingest, creds, h.bus, h.devmgr, log); err != nil {
 		return nil, err
 	}
+	h.mqtt.SetAdmission(h.admission)
+	h.coap.SetAdmission(h.admission)
 	// Replays, scenarios and virtual fleets (simulator/*).
 	resolver := simulator.NewResolver(h.bus.JetStream(), h.registry, nil)
 	scenarios, err := scenario.New(ctx, h.bus.Conn(), scenario.Config{Replicas: replicas}, resolver, log)
@@ -188,7 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http-addr %s: %w", cfg.HTTPAddr, err)
 	}
-	h.http = &http.Server{Handler: apiServer.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	h.http = &http.Server{Handler: api.Limit(apiServer.Handler(), h.admission), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	if h.tls != nil && cfg.HTTPSAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPSAddr)
 		if err != nil {

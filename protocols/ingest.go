@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tributary-iot/tributary/auth"
@@ -65,6 +66,7 @@ type Ingest struct {
 	pub        Publisher
 	log        *slog.Logger
 	maxPayload int
+	maxLevels  int // 0: no bound (SetMaxTopicLevels)
 	now        func() time.Time
 	// tenantOf is the registry's TenantOf (see SetTenants); nil: single tenant.
 	tenantOf func(deviceID string) string
@@ -80,6 +82,10 @@ func NewIngest(pub Publisher, maxPayload int, log *slog.Logger) *Ingest {
 	}
 	return &Ingest{pub: pub, log: log.With("component", "ingest"), maxPayload: maxPayload, now: time.Now}
 }
+
+// SetMaxTopicLevels bounds the levels of a topic; a deeper one is refused as an unknown topic
+// (and dead-lettered). n ≤ 0: no bound. Call it before the pipeline is used.
+func (in *Ingest) SetMaxTopicLevels(n int) { in.maxLevels = n }
 
 // MaxPayload is the configured payload limit in bytes.
 func (in *Ingest) MaxPayload() int { return in.maxPayload }
@@ -123,6 +129,11 @@ func (in *Ingest) Accept(ctx context.Context, m Message) (*streams.Envelope, err
 func (in *Ingest) check(m Message, env *streams.Envelope) *Rejection {
 	if len(m.Payload) > in.maxPayload {
 		return reject(ErrTooLarge, "payload is %d bytes, the limit is %d", len(m.Payload), in.maxPayload)
+	}
+	if in.maxLevels > 0 {
+		if n := strings.Count(m.Topic, "/") + 1; n > in.maxLevels {
+			return reject(ErrUnknownTopic, "topic has %d levels, the limit is %d", n, in.maxLevels)
+		}
 	}
 	dt, isDevice := ParseDeviceTopic(m.Topic)
 	if m.From.App && m.From.Key != nil {

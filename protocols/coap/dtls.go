@@ -54,6 +54,7 @@ func (s *Server) dtlsOptions(ctx context.Context) coapnet.DTLSServerOptions {
 		piondtls.WithPSK(func(identity []byte) ([]byte, error) { return s.pskFor(ctx, string(identity)) }),
 		piondtls.WithCipherSuites(suites...),
 		piondtls.WithLoggerFactory(loggerFactory{s.log}),
+		piondtls.WithOnConnectionAttempt(s.onConnectionAttempt),
 	}
 	return coapnet.NewDTLSServerOptions(append(opts, s.certOptions(ctx)...)...)
 }

@@ -65,10 +65,10 @@ func (s *Server) serve(w writer, r *pool.Message) codes.Code {
 	return replyText(w, codes.MethodNotAllowed, "POST or PUT sends a message, GET reads or observes a topic")
 }
 
-// authenticate finds who sent a request: over DTLS the PSK identity; over UDP ?key= (an
+// checkCredentials finds who sent a request: over DTLS the PSK identity; over UDP ?key= (an
 // application) or ?token= (the device named by ?id=, else by the path). Every refusal is
 // dead-lettered.
-func (s *Server) authenticate(ctx context.Context, cs *connState, req request) (protocols.Identity, *failure) {
+func (s *Server) checkCredentials(ctx context.Context, cs *connState, req request) (protocols.Identity, *failure) {
 	ctx = withSource(ctx, cs)
 	if cs.isDTLS {
 		return s.dtlsIdentity(ctx, cs, req)
@@ -130,6 +130,9 @@ func (s *Server) publish(ctx context.Context, w writer, r *pool.Message, cs *con
 	body, err := r.ReadBody()
 	if err != nil {
 		return replyText(w, codes.BadRequest, "cannot read the payload: "+err.Error())
+	}
+	if f := s.admitPublish(ctx, from, len(body)); f != nil {
+		return replyFailure(w, f)
 	}
 	p := peer{Addr: cs.cc.RemoteAddr().String(), MessageID: r.MessageID(), Token: r.Token()}
 	_, err = s.in.Accept(ctx, toMessage(req, from, body, r.Type() == message.Confirmable, p))
@@ -360,7 +363,7 @@ func uintOption(id message.OptionID, v uint32) message.Option {
 }
 
 func replyFailure(w writer, f *failure) codes.Code {
-	return replyText(w, f.Code, f.Msg)
+	return replyText(w, f.Code, f.Msg, f.Opts...)
 }
 
 // replyText answers with code and, when msg is not empty, a text/plain diagnostic payload.

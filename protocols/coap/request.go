@@ -40,6 +40,7 @@ type request struct {
 type failure struct {
 	Code codes.Code
 	Msg  string
+	Opts []message.Option // e.g. Max-Age with 4.29
 }
 
 func fail(code codes.Code, format string, args ...any) *failure {

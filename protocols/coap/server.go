@@ -99,6 +99,7 @@ type Server struct {
 	prov    Provisioner
 	rd      *devices.Directory
 	udp     atomic.Pointer[udpServer.Server]
+	adm     Admission // nil: no admission control (admission.go)
 
 	mu             sync.Mutex
 	addr, dtlsAddr string

@@ -29,7 +29,8 @@ func (h *hook) Provides(b byte) bool {
 	case mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck,
 		mochi.OnSessionEstablished, mochi.OnDisconnect, mochi.OnSubscribed, mochi.OnPacketRead,
 		mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWill,
-		mochi.OnPacketEncode, mochi.OnPacketSent, mochi.OnPublishDropped:
+		mochi.OnPacketEncode, mochi.OnPacketSent, mochi.OnPublishDropped,
+		mochi.OnSubscribe:
 		return true
 	}
 	return false
@@ -43,6 +44,9 @@ var errRefused = errors.New("connection refused")
 // password", and so that it is dead-lettered.
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	s := h.s
+	if err := h.authThrottled(cl); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
 	user := string(pk.Connect.Username)
@@ -59,6 +63,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		err = h.connectApp(ctx, cl, pk)
 	case user == devices.ProvisionID:
 		if err := h.connectProvisioning(ctx, cl, pk); err != nil {
+			h.authResult(cl, false)
 			return err
 		}
 	default:
@@ -69,6 +74,7 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	if user != devices.ProvisionID {
 		s.auditLogin(cl, user, err)
 	}
+	h.authResult(cl, err == nil)
 	if err != nil {
 		return h.refuse(ctx, cl, user, packets.ErrNotAuthorized, err.Error())
 	}
@@ -76,6 +82,9 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 	// persistent session, subscriptions included, by connecting with its client ID.
 	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, cl.Properties.Username) {
 		return h.refuse(ctx, cl, user, packets.ErrClientIdentifierNotValid, "client ID in use by another identity")
+	}
+	if err := h.admitConnection(ctx, cl, user); err != nil {
+		return err
 	}
 	if user == devices.ProvisionID {
 		s.provKeys.Store(cl, string(pk.Connect.Password))
@@ -144,6 +153,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.s.connected.Dec()
 	h.s.forgetAcks(cl)
 	h.s.apps.Delete(cl)
+	h.s.releaseConnection(cl)
 	if isProvisioning(cl) {
 		h.s.provKeys.Delete(cl)
 	} else if id := identify(cl.Properties.Username); !id.App {
@@ -167,6 +177,9 @@ func (h *hook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, e
 	s := h.s
 	if !s.beginStore(cl) {
 		return pk, packets.ErrRejectPacket // shutting down: neither stored nor acked
+	}
+	if !h.admitPublish(cl, pk) {
+		return pk, packets.ErrRejectPacket // over a rate limit (admission.go)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	_, err := s.in.Accept(ctx, toMessage(s.identity(cl), pk))
@@ -244,6 +257,9 @@ func (h *hook) OnWill(cl *mochi.Client, will mochi.Will) (mochi.Will, error) {
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
 	if pk.FixedHeader.Type == packets.Publish {
 		h.s.commandSent(cl, pk)
+	}
+	if pk.FixedHeader.Type == packets.Suback {
+		pk = h.s.subackReasons(cl, pk)
 	}
 	if pk.FixedHeader.Type == packets.Connack && pk.ReasonCode < 0x80 && cl.Properties.ProtocolVersion == 5 {
 		pk.Properties.MaximumPacketSize = uint32(h.s.cfg.MaxPacketSize)

@@ -103,6 +103,8 @@ type Server struct {
 
 	deliveries prometheus.Counter
 	connected  prometheus.Gauge
+
+	adm admissionState // admission.go
 }
 
 // New builds the server; Run starts it. presence may be nil.

@@ -1,0 +1,361 @@
+package admission
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tributary-iot/tributary/devices"
+)
+
+// Directory tells the controller about a device. The hub's wiring answers from the device
+// registry and the device types.
+type Directory interface {
+	// Profile returns the tenant of device id and the limits set on it and on its type (zero
+	// values where nothing is set, also for an unknown device). It is called at most once a
+	// second per device and must not block.
+	Profile(id string) Profile
+}
+
+// Profile is what admission needs to know about one device.
+type Profile struct {
+	Tenant string // "" is DefaultTenant
+	Type   devices.Limits
+	Device devices.Limits
+}
+
+// TenantLimits is an optional capability of the Directory: limits set on one tenant, over
+// Config.Tenant.
+type TenantLimits interface {
+	TenantLimits(tenant string) devices.Limits
+}
+
+// DirectoryFunc adapts a function to Directory.
+type DirectoryFunc func(id string) Profile
+
+func (f DirectoryFunc) Profile(id string) Profile { return f(id) }
+
+// Controller is admission control for one hub instance. Its methods are safe for concurrent
+// use; it holds no goroutines.
+type Controller struct {
+	cfg Config
+	dir Directory
+	log *slog.Logger
+	now func() time.Time
+
+	devices sync.Map // device ID → *entry
+	tenants sync.Map // tenant → *entry
+
+	conns connCounts
+	auth  *Guard
+	api   *keyed
+}
+
+// New builds a controller. dir may be nil: every device is then in DefaultTenant with the
+// hub-wide limits.
+func New(cfg Config, dir Directory, log *slog.Logger) (*Controller, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if dir == nil {
+		dir = DirectoryFunc(func(string) Profile { return Profile{} })
+	}
+	log = log.With("component", "admission")
+	c := &Controller{cfg: cfg, dir: dir, log: log, now: time.Now}
+	c.conns.devices, c.conns.tenants = map[string]int{}, map[string]int{}
+	c.auth = newGuard(cfg.AuthMaxFailures, cfg.AuthWindow, log)
+	if cfg.APIRate > 0 {
+		c.api = newKeyed(float64(cfg.APIRate), cfg.APIBurst)
+	}
+	return c, nil
+}
+
+// Config is the configuration in force, defaults filled in.
+func (c *Controller) Config() Config { return c.cfg }
+
+// Auth is the failed-authentication throttle.
+func (c *Controller) Auth() *Guard { return c.auth }
+
+// entry holds the buckets of one device or tenant, rebuilt when its limits change.
+type entry struct {
+	cur      atomic.Pointer[buckets]
+	resolved atomic.Int64 // Unix nanoseconds of the last lookup
+}
+
+type buckets struct {
+	limits devices.Limits // as resolved: negative values already mean unlimited
+	tenant string         // devices only
+	name   string         // "device d1" or "tenant acme", for messages
+	msgs   *rate.Limiter  // nil: unlimited
+	bytes  *rate.Limiter  // nil: unlimited
+}
+
+func (c *Controller) newBuckets(name, tenant string, l devices.Limits) *buckets {
+	b := &buckets{limits: l, tenant: tenant, name: name}
+	if l.Rate > 0 {
+		burst := l.Burst
+		if burst <= 0 {
+			burst = max(1, int(math.Ceil(l.Rate)))
+		}
+		b.msgs = rate.NewLimiter(rate.Limit(l.Rate), burst)
+	}
+	if l.BytesRate > 0 {
+		burst := l.BytesBurst
+		if burst <= 0 {
+			burst = max(int(math.Ceil(l.BytesRate)), c.cfg.MaxPayload, 1)
+		}
+		b.bytes = rate.NewLimiter(rate.Limit(l.BytesRate), burst)
+	}
+	return b
+}
+
+// deviceBuckets returns the current buckets of device id, looking its profile up again when
+// the last lookup is older than refreshEvery.
+func (c *Controller) deviceBuckets(id string, now time.Time) *buckets {
+	v, ok := c.devices.Load(id)
+	if !ok {
+		v, _ = c.devices.LoadOrStore(id, &entry{})
+	}
+	e := v.(*entry)
+	last := e.resolved.Load()
+	if b := e.cur.Load(); b != nil && now.UnixNano()-last < int64(refreshEvery) {
+		return b
+	}
+	if !e.resolved.CompareAndSwap(last, now.UnixNano()) {
+		if b := e.cur.Load(); b != nil {
+			return b // another goroutine is looking it up
+		}
+	}
+	p := c.dir.Profile(id)
+	tenant := p.Tenant
+	if tenant == "" {
+		tenant = DefaultTenant
+	}
+	l := c.cfg.Device.Over(p.Type).Over(p.Device)
+	if b := e.cur.Load(); b != nil && b.limits == l && b.tenant == tenant {
+		return b
+	}
+	b := c.newBuckets("device "+id, tenant, l)
+	e.cur.Store(b)
+	return b
+}
+
+func (c *Controller) tenantBuckets(tenant string, now time.Time) *buckets {
+	v, ok := c.tenants.Load(tenant)
+	if !ok {
+		v, _ = c.tenants.LoadOrStore(tenant, &entry{})
+	}
+	e := v.(*entry)
+	last := e.resolved.Load()
+	if b := e.cur.Load(); b != nil && now.UnixNano()-last < int64(refreshEvery) {
+		return b
+	}
+	if !e.resolved.CompareAndSwap(last, now.UnixNano()) {
+		if b := e.cur.Load(); b != nil {
+			return b
+		}
+	}
+	l := c.tenantLimits(tenant)
+	if b := e.cur.Load(); b != nil && b.limits == l {
+		return b
+	}
+	b := c.newBuckets("tenant "+tenant, tenant, l)
+	e.cur.Store(b)
+	return b
+}
+
+func (c *Controller) tenantLimits(tenant string) devices.Limits {
+	l := c.cfg.Tenant
+	if tl, ok := c.dir.(TenantLimits); ok {
+		l = l.Over(tl.TenantLimits(tenant))
+	}
+	return l
+}
+
+// TenantOf is the tenant of device id as admission sees it.
+func (c *Controller) TenantOf(id string) string {
+	return c.deviceBuckets(id, c.now()).tenant
+}
+
+// reservations holds what one Publish took from up to four buckets, so that all of it can be
+// given back when one bucket says no.
+type reservations struct {
+	now   time.Time
+	rs    [4]*rate.Reservation
+	n     int
+	worst time.Duration
+	kind  error
+	limit string
+	never bool
+}
+
+func (r *reservations) take(l *rate.Limiter, n int, kind error, what string, b *buckets) {
+	if l == nil || r.never {
+		return
+	}
+	res := l.ReserveN(r.now, n)
+	if !res.OK() {
+		r.never, r.kind = true, ErrQuotaExceeded
+		r.limit = fmt.Sprintf("%s %s: a message of %d bytes is larger than the burst of %d", b.name, what, n, l.Burst())
+		return
+	}
+	r.rs[r.n] = res
+	r.n++
+	if d := res.DelayFrom(r.now); d > r.worst {
+		r.worst, r.kind = d, kind
+		r.limit = fmt.Sprintf("%s %s %s", b.name, what, rateString(float64(l.Limit()), what))
+	}
+}
+
+func rateString(v float64, what string) string {
+	unit := "/s"
+	if what == "byte rate" {
+		unit = " B/s"
+	}
+	return fmt.Sprintf("%g%s", v, unit)
+}
+
+func (r *reservations) cancel() {
+	for _, res := range r.rs[:r.n] {
+		res.CancelAt(r.now)
+	}
+}
+
+// Publish admits one message of size bytes from device id, counting it against the device's
+// and its tenant's message and byte rates. When every bucket has room it returns nil at once.
+// When one is short, a message that may wait (MQTT QoS 1/2) waits for it up to
+// Config.MaxDelay and is then admitted; otherwise Publish returns an *Exceeded, taking nothing
+// from any bucket, and the message must not be stored. protocol labels the metrics.
+func (c *Controller) Publish(ctx context.Context, protocol, id string, size int, mayWait bool) error {
+	now := c.now()
+	d := c.deviceBuckets(id, now)
+	t := c.tenantBuckets(d.tenant, now)
+	if d.msgs == nil && d.bytes == nil && t.msgs == nil && t.bytes == nil {
+		return nil
+	}
+	r := reservations{now: now}
+	r.take(d.msgs, 1, ErrRateLimited, "message rate", d)
+	r.take(d.bytes, size, ErrQuotaExceeded, "byte rate", d)
+	r.take(t.msgs, 1, ErrQuotaExceeded, "message rate", t)
+	r.take(t.bytes, size, ErrQuotaExceeded, "byte rate", t)
+	wait := time.Duration(0)
+	if mayWait {
+		wait = c.cfg.MaxDelay
+	}
+	if r.never || r.worst > wait {
+		r.cancel()
+		MetricRefused.WithLabelValues(protocol, reasonOf(r.kind)).Inc()
+		retry := r.worst
+		if r.never {
+			retry = 0
+		}
+		return &Exceeded{Kind: r.kind, Limit: r.limit, RetryAfter: retry}
+	}
+	if r.worst <= 0 {
+		return nil
+	}
+	metricDelayed.WithLabelValues(protocol).Inc()
+	timer := time.NewTimer(r.worst)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		r.cancel()
+		return ctx.Err()
+	}
+}
+
+// connCounts are the current connections.
+type connCounts struct {
+	mu      sync.Mutex
+	total   int
+	devices map[string]int
+	tenants map[string]int
+}
+
+// Connect admits a connection of device id ("" for an application, which counts only
+// towards Config.MaxConnections). A takeover (the same identity reconnecting with the client
+// ID of a live session, which ends that session) is always admitted. The returned release
+// must be called once when the connection ends; calling it again does nothing.
+func (c *Controller) Connect(id string, takeover bool) (release func(), err error) {
+	var b *buckets
+	var tl devices.Limits
+	if id != "" {
+		b = c.deviceBuckets(id, c.now())
+		tl = c.tenantBuckets(b.tenant, c.now()).limits
+	}
+	cc := &c.conns
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if !takeover {
+		var limit string
+		switch {
+		case c.cfg.MaxConnections > 0 && cc.total >= c.cfg.MaxConnections:
+			limit = fmt.Sprintf("the hub's limit of %d connections is reached", c.cfg.MaxConnections)
+		case b != nil && b.limits.MaxConnections > 0 && cc.devices[id] >= b.limits.MaxConnections:
+			limit = fmt.Sprintf("device %s may hold %d connection(s) at a time", id, b.limits.MaxConnections)
+		case b != nil && tl.MaxConnections > 0 && cc.tenants[b.tenant] >= tl.MaxConnections:
+			limit = fmt.Sprintf("tenant %s may hold %d connections at a time", b.tenant, tl.MaxConnections)
+		}
+		if limit != "" {
+			return nil, &Exceeded{Kind: ErrTooManyConnections, Limit: limit}
+		}
+	}
+	cc.total++
+	tenant := ""
+	if b != nil {
+		tenant = b.tenant
+		cc.devices[id]++
+		cc.tenants[tenant]++
+		metricConnections.WithLabelValues(tenant).Inc()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cc.mu.Lock()
+			defer cc.mu.Unlock()
+			cc.total--
+			if id == "" {
+				return
+			}
+			if cc.devices[id]--; cc.devices[id] <= 0 {
+				delete(cc.devices, id)
+			}
+			if cc.tenants[tenant]--; cc.tenants[tenant] <= 0 {
+				delete(cc.tenants, tenant)
+			}
+			metricConnections.WithLabelValues(tenant).Dec()
+		})
+	}, nil
+}
+
+// Connections returns the current connections of one tenant.
+func (c *Controller) Connections(tenant string) int {
+	c.conns.mu.Lock()
+	defer c.conns.mu.Unlock()
+	return c.conns.tenants[tenant]
+}
+
+// AllowAPI admits one HTTP API request by key (a hash of the API key, or the source address
+// when there is none); false comes with how long to wait.
+func (c *Controller) AllowAPI(key string) (retryAfter time.Duration, ok bool) {
+	if c.api == nil {
+		return 0, true
+	}
+	return c.api.allow(key, c.now())
+}
+
+// MaxTopicLevels and MaxSubscriptions are the configured bounds.
+func (c *Controller) MaxTopicLevels() int   { return c.cfg.MaxTopicLevels }
+func (c *Controller) MaxSubscriptions() int { return c.cfg.MaxSubscriptions }
