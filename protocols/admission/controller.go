@@ -93,6 +93,10 @@ type entry struct {
 }
 
 type buckets struct {
+	// mu (of the tenant's buckets) makes taking tokens from a device's and its tenant's
+	// buckets, and giving them back on refusal, one step: a Reservation can only be cancelled
+	// in full while no later one was made, otherwise concurrent refusals lose tokens.
+	mu     sync.Mutex
 	limits devices.Limits // as resolved: negative values already mean unlimited
 	tenant string         // devices only
 	name   string         // "device d1" or "tenant acme", for messages
@@ -243,17 +247,22 @@ func (c *Controller) Publish(ctx context.Context, protocol, id string, size int,
 	if d.msgs == nil && d.bytes == nil && t.msgs == nil && t.bytes == nil {
 		return nil
 	}
-	r := reservations{now: now}
-	r.take(d.msgs, 1, ErrRateLimited, "message rate", d)
-	r.take(d.bytes, size, ErrQuotaExceeded, "byte rate", d)
-	r.take(t.msgs, 1, ErrQuotaExceeded, "message rate", t)
-	r.take(t.bytes, size, ErrQuotaExceeded, "byte rate", t)
 	wait := time.Duration(0)
 	if mayWait {
 		wait = c.cfg.MaxDelay
 	}
-	if r.never || r.worst > wait {
+	t.mu.Lock()
+	r := reservations{now: c.now()} // read under the lock, so time never goes back for a bucket
+	r.take(d.msgs, 1, ErrRateLimited, "message rate", d)
+	r.take(d.bytes, size, ErrQuotaExceeded, "byte rate", d)
+	r.take(t.msgs, 1, ErrQuotaExceeded, "message rate", t)
+	r.take(t.bytes, size, ErrQuotaExceeded, "byte rate", t)
+	refused := r.never || r.worst > wait
+	if refused {
 		r.cancel()
+	}
+	t.mu.Unlock()
+	if refused {
 		MetricRefused.WithLabelValues(protocol, reasonOf(r.kind)).Inc()
 		retry := r.worst
 		if r.never {
@@ -271,7 +280,9 @@ func (c *Controller) Publish(ctx context.Context, protocol, id string, size int,
 	case <-timer.C:
 		return nil
 	case <-ctx.Done():
+		t.mu.Lock()
 		r.cancel()
+		t.mu.Unlock()
 		return ctx.Err()
 	}
 }
