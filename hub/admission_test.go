@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -108,7 +108,7 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 		perFlood = 10 // messages/s each: 1000/s offered
 		window   = 5 * time.Second
 	)
-	h := hubtest.Start(t, func(c *hub.Config) { c.TenantRate = limit; c.TenantBurst = 30 })
+	h := hubtest.Start(t, func(c *hub.Config) { c.TenantRate = limit; c.TenantBurst = 100 })
 	tokens := createDevices(t, h, "f", flooders, nil)
 	goodToken := h.CreateDevice("good", nil)
 
@@ -200,8 +200,10 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	}
 	mu.Unlock()
 	got := float64(n) / to.Sub(from).Seconds()
-	t.Logf("offered %d messages; stored %.0f/s over %v (limit %.0f/s); well-behaved QoS 1 p50/p99: unloaded %v/%v, under flood %v/%v",
-		sent.Load(), got, to.Sub(from).Round(time.Millisecond), limit, percentile(unloaded, .5), percentile(unloaded, .99), percentile(loaded, .5), percentile(loaded, .99))
+	t.Logf("offered %d messages; stored %.0f/s over %v (limit %.0f/s); well-behaved QoS 1 p50/p95/p99: unloaded %v/%v/%v, under flood %v/%v/%v",
+		sent.Load(), got, to.Sub(from).Round(time.Millisecond), limit,
+		percentile(unloaded, .5), percentile(unloaded, .95), percentile(unloaded, .99),
+		percentile(loaded, .5), percentile(loaded, .95), percentile(loaded, .99))
 	for _, l := range strings.Split(metricsText(t, h), "\n") {
 		if !strings.HasPrefix(l, "#") && (strings.Contains(l, "admission") || strings.Contains(l, "messages_in")) {
 			t.Log(l)
@@ -210,9 +212,19 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	if got < limit*0.9 || got > limit*1.1 {
 		t.Errorf("stored %.0f messages/s under the flood, want %.0f ±10%%", got, limit)
 	}
-	p99, base := percentile(loaded, .99), percentile(unloaded, .99)
-	if p99 > 50*time.Millisecond && p99 > 3*base {
-		t.Errorf("well-behaved device's QoS 1 p99 latency under flood %v, want under 50ms or 3× its unloaded p99 (%v)", p99, base)
+	// The well-behaved device never queues behind the flood: QoS 0 messages over the limit are
+	// dropped at once, so it waits at most one token interval (3ms) for its tenant's bucket.
+	// What remains is CPU contention with 100 clients in this process (and the race detector),
+	// hence bounds on the median and p95 relative to its unloaded latency, and a loose p99.
+	p50, p95, p99 := percentile(loaded, .5), percentile(loaded, .95), percentile(loaded, .99)
+	if base := percentile(unloaded, .5); p50 > 10*time.Millisecond && p50 > 3*base {
+		t.Errorf("well-behaved device's QoS 1 median latency under flood %v, want under 10ms or 3× unloaded (%v)", p50, base)
+	}
+	if base := percentile(unloaded, .95); p95 > 50*time.Millisecond && p95 > 3*base {
+		t.Errorf("well-behaved device's QoS 1 p95 latency under flood %v, want under 50ms or 3× unloaded (%v)", p95, base)
+	}
+	if p99 > 250*time.Millisecond {
+		t.Errorf("well-behaved device's QoS 1 p99 latency under flood %v, want under 250ms", p99)
 	}
 	if m := metricsText(t, h); !strings.Contains(m, `tributary_admission_refused_total{protocol="mqtt",reason="quota_exceeded"}`) ||
 		!strings.Contains(m, `tributary_tenant_connections{tenant="default"}`) {
@@ -312,7 +324,7 @@ func TestRateLimitsOverMQTT(t *testing.T) {
 		for range 5 { // QoS 0 over the limit: dropped, the connection stays
 			c.Publish("devices/old/telemetry", 0, false, `{"t":0}`).Wait()
 		}
-		if tok := c.Publish("devices/old/telemetry", 1, false, `{"t":1}`); !tok.WaitTimeout(5*time.Second) {
+		if tok := c.Publish("devices/old/telemetry", 1, false, `{"t":1}`); !tok.WaitTimeout(5 * time.Second) {
 			t.Log("QoS 1 over the limit: not acknowledged, as expected")
 		}
 		select {
