@@ -365,3 +365,24 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	})
 }
+
+// FuzzParseRate: whatever the text, ParseRate either refuses it or returns a rate that
+// String writes back to the same value.
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"100/s", "6000/m", "1/h", "0", "off", "0.5", " 7 / s ", "1e9/s", "-1", "/s", "NaN", "Inf/s", "1e-300/h"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRate(s)
+		if err != nil {
+			return
+		}
+		if r < 0 || r != r || r > 1e9 {
+			t.Fatalf("ParseRate(%q) = %v", s, r)
+		}
+		back, err := ParseRate(r.String())
+		if err != nil || (r > 0 && (back-r)/r > 1e-9) || (r == 0 && back != 0) {
+			t.Fatalf("ParseRate(%q) = %v, written %q, read back %v, %v", s, r, r.String(), back, err)
+		}
+	})
+}

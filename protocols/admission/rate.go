@@ -32,7 +32,7 @@ func ParseRate(s string) (Rate, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil || v < 0 || v > 1e9 {
+	if err != nil || !(v >= 0 && v <= 1e9) { // also refuses NaN
 		return 0, fmt.Errorf("rate %q: want a number from 0 to 1e9 with an optional /s, /m or /h, such as 100/s", s)
 	}
 	return Rate(v / per.Seconds()), nil

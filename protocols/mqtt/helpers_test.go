@@ -89,8 +89,9 @@ func startHub(t testing.TB, cfg mqtt.Config) *hub {
 	return startHubWith(t, cfg, nil)
 }
 
-// startHubWith is startHub with the ingest pipeline wrapped by wrap (when not nil).
-func startHubWith(t testing.TB, cfg mqtt.Config, wrap func(*protocols.Ingest) mqtt.Ingester) *hub {
+// startHubWith is startHub with the ingest pipeline wrapped by wrap (when not nil); setup
+// runs on the server before Run.
+func startHubWith(t testing.TB, cfg mqtt.Config, wrap func(*protocols.Ingest) mqtt.Ingester, setup ...func(*mqtt.Server)) *hub {
 	t.Helper()
 	ctx := context.Background()
 	log := streamstest.Logger(t)
@@ -118,6 +119,9 @@ func startHubWith(t testing.TB, cfg mqtt.Config, wrap func(*protocols.Ingest) mq
 	h.srv, err = mqtt.New(cfg, in, creds{reg: reg, key: apiKey}, bus, h.presence, log)
 	if err != nil {
 		t.Fatalf("mqtt.New: %v", err)
+	}
+	for _, f := range setup {
+		f(h.srv)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
