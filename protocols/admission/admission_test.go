@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,32 +84,36 @@ func TestPublishHoldsTheRate(t *testing.T) {
 }
 
 // TestPublishConcurrentHoldsTheRate: many goroutines refused at once must not lose the tokens
-// they briefly reserved. (The burst covers scheduling gaps: a bucket that is full while its
-// goroutines wait for a CPU loses what it would have gained.)
+// they briefly reserved. The clock is fake and moves 1ms at a time, only once the goroutines
+// have tried at least 16 times since the last step, so a starved CPU cannot lose tokens to a
+// full bucket: whatever is missing was lost by the controller.
 func TestPublishConcurrentHoldsTheRate(t *testing.T) {
 	t.Parallel()
-	c, err := New(Config{Tenant: devices.Limits{Rate: 200, Burst: 20}}, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var admitted atomic.Int64
-	start := time.Now()
+	c, clk := newTest(t, Config{Tenant: devices.Limits{Rate: 200, Burst: 20}}, nil)
+	var admitted, attempts atomic.Int64
+	var stop atomic.Bool
 	var wg sync.WaitGroup
-	for g := range 50 {
+	for g := range 16 {
 		wg.Go(func() {
 			id := fmt.Sprint("d", g)
-			for time.Since(start) < time.Second {
+			for !stop.Load() {
+				attempts.Add(1)
 				if c.Publish(context.Background(), "test", id, 1, false) == nil {
 					admitted.Add(1)
 				}
-				time.Sleep(time.Millisecond)
 			}
 		})
 	}
+	for range 250 { // a quarter of a fake second
+		for seen := attempts.Load(); attempts.Load() < seen+16; {
+			runtime.Gosched()
+		}
+		clk.add(time.Millisecond)
+	}
+	stop.Store(true)
 	wg.Wait()
-	rate := float64(admitted.Load()-20) / time.Since(start).Seconds()
-	if rate < 180 || rate > 220 {
-		t.Errorf("50 goroutines against 200/s: admitted %.0f/s, want 200 ±10%%", rate)
+	if got := admitted.Load() - 20; got < 49 || got > 51 {
+		t.Errorf("16 goroutines against 200/s for 250ms: admitted %d beyond the burst, want 50", got)
 	}
 }
 
