@@ -4,13 +4,15 @@ package main
 //
 //	go run ./cmd/hubbench failover                      # 10 kills, lease TTL 5s (the default)
 //	go run ./cmd/hubbench failover -kills 20 -ttl 2s
+//	go run ./cmd/hubbench failover -sigterm             # orderly stops (rolling restarts) instead
 //
-// A nats-server with JetStream runs in this process; -hubs hubd instances (child processes of
-// this binary) share it. One rule counts telemetry in 1 s windows while this process stores a
+// A nats-server with JetStream runs in this process; -hubs hubs (child processes of this
+// binary, hub/hubproc) share it. One rule counts telemetry in 1 s windows while this process stores a
 // message every 20 ms. Each round kills the rule's owner with SIGKILL and measures, from the
 // kill, when another instance holds the rule's lease ("taken over") and when it has processed a
 // message stored after the kill ("resumed": checkpoint restored and backlog read); then it
-// starts a fresh instance in place of the dead one.
+// starts a fresh instance in place of the dead one. With -sigterm the owner is stopped with
+// SIGTERM instead: it writes a final checkpoint and releases the lease.
 
 import (
 	"bytes"
@@ -20,11 +22,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"slices"
 	"syscall"
@@ -34,12 +34,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tributary-iot/tributary/hub"
+	"github.com/tributary-iot/tributary/hub/hubproc"
 	"github.com/tributary-iot/tributary/rules"
 	"github.com/tributary-iot/tributary/streams"
 )
-
-const failoverKey = "hubbench-failover-key"
 
 // failoverMain is the "failover" subcommand.
 func failoverMain(args []string) {
@@ -47,20 +45,12 @@ func failoverMain(args []string) {
 	kills := fs.Int("kills", 10, "owners to kill")
 	ttl := fs.Duration("ttl", 5*time.Second, "lease TTL of the hubs (--lease-ttl)")
 	hubs := fs.Int("hubs", 2, "hub instances")
-	child := fs.String("child", "", "internal: run one hub on this NATS URL")
-	dir := fs.String("dir", "", "internal: the child hub's data directory")
+	sigterm := fs.Bool("sigterm", false, "stop owners with SIGTERM (orderly) instead of SIGKILL")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	fs.Parse(args)
-	if *child != "" {
-		if err := failoverChild(*child, *dir, *ttl); err != nil {
-			fmt.Fprintln(os.Stderr, "hubbench failover child:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := runFailover(ctx, *kills, *hubs, *ttl)
+	rep, err := runFailover(ctx, *kills, *hubs, *ttl, *sigterm)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hubbench failover:", err)
 		os.Exit(1)
@@ -71,7 +61,11 @@ func failoverMain(args []string) {
 		enc.Encode(rep)
 		return
 	}
-	fmt.Printf("failover of a rule's owner (kill -9), %d hubs on one NATS server, lease TTL %v, %d kills\n", *hubs, *ttl, rep.Kills)
+	how := "kill -9"
+	if *sigterm {
+		how = "SIGTERM"
+	}
+	fmt.Printf("failover of a rule's owner (%s), %d hubs on one NATS server, lease TTL %v, %d kills\n", how, *hubs, *ttl, rep.Kills)
 	fmt.Printf("  taken over: p50 %.0f ms  p99 %.0f ms  max %.0f ms\n", rep.TakenP50ms, rep.TakenP99ms, rep.TakenMaxms)
 	fmt.Printf("  resumed:    p50 %.0f ms  p99 %.0f ms  max %.0f ms\n", rep.ResumedP50ms, rep.ResumedP99ms, rep.ResumedMaxms)
 }
@@ -79,6 +73,7 @@ func failoverMain(args []string) {
 // FailoverReport is what the failover subcommand prints.
 type FailoverReport struct {
 	Kills        int     `json:"kills"`
+	SIGTERM      bool    `json:"sigterm"`
 	Hubs         int     `json:"hubs"`
 	TTLms        int64   `json:"lease_ttl_ms"`
 	TakenP50ms   float64 `json:"taken_over_p50_ms"`
@@ -89,82 +84,28 @@ type FailoverReport struct {
 	ResumedMaxms float64 `json:"resumed_max_ms"`
 }
 
-// failoverChild runs one hub on natsURL until SIGTERM, reporting its addresses on stdout.
-func failoverChild(natsURL, dir string, ttl time.Duration) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	cfg := hub.Defaults()
-	cfg.DataDir, cfg.NATSURL, cfg.NATSAddr, cfg.LeaseTTL, cfg.APIKey = dir, natsURL, "", ttl, failoverKey
-	cfg.HTTPAddr, cfg.MQTTAddr, cfg.CoAPAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.MQTTWSAddr, cfg.CoAPSAddr = "", ""
-	cfg.HTTPSAddr, cfg.MQTTSAddr, cfg.MQTTWSSAddr = "", "", ""
-	h, err := hub.New(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- h.Run(ctx) }()
-	select {
-	case <-h.Ready():
-	case err := <-errc:
-		return err
-	}
-	json.NewEncoder(os.Stdout).Encode(failoverHub{HTTP: h.HTTPAddr(), Instance: h.Instance()})
-	return <-errc
-}
-
 type failoverHub struct {
-	HTTP, Instance string
-	cmd            *exec.Cmd
-	dir            string
+	*hubproc.Child
+	Instance string
 }
 
 func startFailoverHub(ctx context.Context, natsURL string, ttl time.Duration) (*failoverHub, error) {
-	self, err := os.Executable()
+	c, err := hubproc.StartShared(ctx, hubproc.Shared{NATSURL: natsURL, LeaseTTL: ttl}, "-serve")
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "hubbench-failover-*")
-	if err != nil {
-		return nil, err
+	h := &failoverHub{Child: c}
+	var r struct {
+		Components struct {
+			Leases struct{ Instance string } `json:"leases"`
+		} `json:"components"`
 	}
-	cmd := exec.CommandContext(ctx, self, "failover", "-child", natsURL, "-dir", dir, "-ttl", ttl.String())
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
+	if err := h.api("GET", "/readyz", nil, &r); err != nil || r.Components.Leases.Instance == "" {
+		c.Stop()
+		return nil, fmt.Errorf("child hub: no instance name in /readyz (%v)", err)
 	}
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	h := &failoverHub{cmd: cmd, dir: dir}
-	if err := json.NewDecoder(out).Decode(h); err != nil {
-		h.kill9()
-		return nil, fmt.Errorf("child hub did not report its address: %w", err)
-	}
-	go io.Copy(io.Discard, out)
+	h.Instance = r.Components.Leases.Instance
 	return h, nil
-}
-
-// kill9 sends SIGKILL, reaps the child and removes its data directory.
-func (h *failoverHub) kill9() {
-	h.cmd.Process.Signal(syscall.SIGKILL)
-	h.cmd.Wait()
-	os.RemoveAll(h.dir)
-}
-
-func (h *failoverHub) stop() {
-	h.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { h.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-	}
-	os.RemoveAll(h.dir)
 }
 
 func (h *failoverHub) api(method, path string, body, out any) error {
@@ -174,7 +115,7 @@ func (h *failoverHub) api(method, path string, body, out any) error {
 		r = bytes.NewReader(data)
 	}
 	req, _ := http.NewRequest(method, "http://"+h.HTTP+path, r)
-	req.Header.Set("Authorization", "Bearer "+failoverKey)
+	req.Header.Set("Authorization", "Bearer "+h.APIKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -196,7 +137,7 @@ func (h *failoverHub) stats() (rules.Stats, error) {
 	return s, err
 }
 
-func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*FailoverReport, error) {
+func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration, sigterm bool) (*FailoverReport, error) {
 	if nhubs < 2 || kills < 1 {
 		return nil, errors.New("-hubs must be at least 2 and -kills at least 1")
 	}
@@ -217,7 +158,7 @@ func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*Fai
 	var hubs []*failoverHub
 	defer func() {
 		for _, h := range hubs {
-			h.stop()
+			h.Stop()
 		}
 	}()
 	for range nhubs {
@@ -294,8 +235,14 @@ func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*Fai
 			return nil, err
 		}
 		after := si.State.LastSeq
-		owner.kill9()
 		killed := time.Now()
+		exited := make(chan struct{})
+		if sigterm {
+			go func() { owner.Stop(); close(exited) }() // the rule moves while the process winds down
+		} else {
+			owner.Kill()
+			close(exited)
+		}
 		hubs = slices.DeleteFunc(hubs, func(h *failoverHub) bool { return h == owner })
 		var tk, rs time.Duration
 		for rs == 0 {
@@ -319,6 +266,7 @@ func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*Fai
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		<-exited
 		taken, resumed = append(taken, tk), append(resumed, rs)
 		fmt.Fprintf(os.Stderr, "kill %d/%d: taken over after %v, resumed after %v\n", k+1, kills, tk.Round(time.Millisecond), rs.Round(time.Millisecond))
 		h, err := startFailoverHub(ctx, ns.ClientURL(), ttl)
@@ -331,7 +279,7 @@ func runFailover(ctx context.Context, kills, nhubs int, ttl time.Duration) (*Fai
 	slices.Sort(resumed)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	return &FailoverReport{
-		Kills: kills, Hubs: nhubs, TTLms: ttl.Milliseconds(),
+		Kills: kills, SIGTERM: sigterm, Hubs: nhubs, TTLms: ttl.Milliseconds(),
 		TakenP50ms: percentile(taken, 0.50), TakenP99ms: percentile(taken, 0.99), TakenMaxms: ms(taken[len(taken)-1]),
 		ResumedP50ms: percentile(resumed, 0.50), ResumedP99ms: percentile(resumed, 0.99), ResumedMaxms: ms(resumed[len(resumed)-1]),
 	}, nil

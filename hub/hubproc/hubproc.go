@@ -38,6 +38,8 @@ type Shared struct {
 	InfluxToken  string `json:"influx_token,omitempty"`
 	InfluxOrg    string `json:"influx_org,omitempty"`
 	InfluxBucket string `json:"influx_bucket,omitempty"`
+	// LeaseTTL is the hubs' --lease-ttl (0: the default).
+	LeaseTTL time.Duration `json:"lease_ttl,omitempty"`
 }
 
 // IsChild reports whether this process was started by Start (so it should call Serve).
@@ -91,6 +93,7 @@ func Serve(opts Options) error {
 			cfg.NATSAddr = ""
 		}
 		cfg.InfluxURL, cfg.InfluxToken, cfg.InfluxOrg = sh.InfluxURL, sh.InfluxToken, sh.InfluxOrg
+		cfg.LeaseTTL = sh.LeaseTTL
 		if sh.InfluxBucket != "" {
 			cfg.InfluxBucket = sh.InfluxBucket
 		}
