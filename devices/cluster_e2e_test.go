@@ -2,6 +2,7 @@ package devices_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -68,4 +69,25 @@ func TestDeviceMovesToAnotherInstance(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { return getCommand(t, a, "roamer", cmd.ID).Status == "answered" }, "answer through b not seen on a")
 	onB.Disconnect(50)
 	statusBoth("offline")
+}
+
+// TestNewDeviceAtOnceOnAnotherInstance: a device created, or given a new token, through hub A
+// can connect to hub B right away, before B's view of the registry has caught up.
+func TestNewDeviceAtOnceOnAnotherInstance(t *testing.T) {
+	t.Parallel()
+	c := natscluster.ForTest(t, 3)
+	ext := func(cfg *hub.Config) { cfg.NATSURL, cfg.NATSAddr = c.URL(), "" }
+	a := hubtest.Start(t, ext)
+	b := hubtest.Start(t, ext)
+	for i := range 5 {
+		id := fmt.Sprintf("fresh-%d", i)
+		token := a.CreateDevice(id, nil)
+		mqttDevice(t, b, id, id, token).Disconnect(10)
+
+		var rotated struct{ Token string }
+		if code := jsonCall(t, a, "POST", "/api/v1/devices/"+id+"/token", nil, &rotated); code != 200 || rotated.Token == "" {
+			t.Fatalf("rotate token of %s on a: %d", id, code)
+		}
+		mqttDevice(t, b, id+"-r", id, rotated.Token).Disconnect(10)
+	}
 }

@@ -50,6 +50,9 @@ Usage:
   hubctl keys create --name N --scopes devices:read,streams:read [--tenant T] [--expires 720h] [--description D]
   hubctl tenants list | get <name> | create|set <name> [--max-devices N] [--message-rate R] [--retention 720h]
   hubctl audit [--since 1h] [--type login|key|acl.denied|device.token] [--limit N]
+  hubctl dev cluster [--hubs 2] [--dir ./devcluster] [--nats-port 4222] [--http-port 8080] [--mqtt-port 1883]
+                     [--coap-port 5683] [--port-step 100] [--influx-url URL ...]
+                     (3 NATS nodes and the hubs on loopback in this process, until Ctrl-C)
 
 Global flags (anywhere on the line):
   --server URL     hub URL (env HUB_URL; default http://localhost:8080)
@@ -79,6 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch cmd {
 	case "devices", "device", "dev":
+		if cmd == "dev" && len(rest) > 0 && rest[0] == "cluster" {
+			err = c.devClusterCmd(rest[1:]) // hubctl dev cluster (devcluster.go)
+			break
+		}
 		err = c.devices(rest)
 	case "tail":
 		err = c.tail(rest)
