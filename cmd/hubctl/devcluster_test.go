@@ -69,7 +69,9 @@ func TestDevCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var page struct{ Messages []struct{ Payload json.RawMessage } }
+	var page struct {
+		Messages []struct{ Payload json.RawMessage }
+	}
 	json.NewDecoder(resp.Body).Decode(&page)
 	resp.Body.Close()
 	if len(page.Messages) != 1 || string(page.Messages[0].Payload) != `{"t":21.5}` {
