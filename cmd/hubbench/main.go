@@ -26,7 +26,7 @@ func main() {
 	}
 	serve := flag.Bool("serve", false, "internal: run the hub and print its addresses (used by the child process)")
 	quick := flag.Bool("quick", false, "smaller message and connection counts")
-	only := flag.String("only", "", "comma-separated subset: ceiling,qos0,qos1,coap,latency,idle")
+	only := flag.String("only", "", "comma-separated subset: ceiling,qos0,qos1,coap,latency,idle; or cluster (1-3 hubs on a NATS cluster)")
 	jsonOut := flag.Bool("json", false, "print the report as JSON")
 	flag.Parse()
 	if *serve {
@@ -38,6 +38,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *only == "cluster" { // 1, 2 and 3 hubs on a 3-node NATS cluster: see cluster.go
+		if err := clusterMain(ctx, *quick, *jsonOut); err != nil {
+			fmt.Fprintln(os.Stderr, "hubbench cluster:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	p := fullParams()
 	if *quick {
 		p = quickParams()
