@@ -24,6 +24,8 @@ func TestDeviceMovesToAnotherInstance(t *testing.T) {
 	a := hubtest.Start(t, ext)
 	b := hubtest.Start(t, ext)
 	token := a.CreateDevice("roamer", nil)
+	// b's API answers from its view of the registry, which follows the KV bucket within moments.
+	eventually(t, 10*time.Second, func() bool { return jsonCall(t, b, "GET", "/api/v1/devices/roamer", nil, nil) == 200 }, "device not visible on b")
 	statusBoth := func(want string) {
 		t.Helper()
 		eventually(t, 10*time.Second, func() bool {
