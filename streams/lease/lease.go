@@ -13,8 +13,8 @@
 // Each instance also keeps a member key ("_member.<holder>") alive the same way. Knowing the
 // live members and who holds what, an instance tries a free lease at once only when it holds no
 // more leases than the least loaded live member; others wait one TTL first (in case that member
-// is stuck). A member holding two or more leases more than the least loaded one hands one back
-// every TTL/2 (its work stops cleanly first), so leases spread over the instances and new
+// is stuck). A member holding two or more leases more than the least loaded one hands some back
+// every TTL/2 (their work stops cleanly first), so leases spread over the instances and new
 // instances get their share.
 package lease
 
@@ -135,11 +135,16 @@ type Store struct {
 
 	mu      sync.Mutex
 	leases  map[string]*entry
+	counts  map[string]int  // leases per holder ("" counts the free ones)
 	members map[string]bool // live members; false: suspected dead (a lease of it expired)
 	held    map[string]bool
 	changed chan struct{} // closed and replaced on every change of the view
 	ready   chan struct{}
-	shedAt  time.Time // the last hand-over for balance
+	// Hand-overs for balance: when the last round began, what is left of it, and the least
+	// loaded member's count then.
+	shedAt    time.Time
+	budget    int
+	shedLeast int
 }
 
 // Open creates (or updates) the bucket. Run starts watching it.
@@ -159,7 +164,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	}
 	return &Store{
 		cfg: cfg, kv: kv, log: log.With("component", "lease", "holder", cfg.Holder),
-		leases: map[string]*entry{}, members: map[string]bool{}, held: map[string]bool{},
+		leases: map[string]*entry{}, counts: map[string]int{}, members: map[string]bool{}, held: map[string]bool{},
 		changed: make(chan struct{}), ready: make(chan struct{}),
 	}, nil
 }
@@ -251,6 +256,7 @@ func (s *Store) watch(ctx context.Context, beat <-chan time.Time) error {
 	// keys may have expired unseen meanwhile.
 	s.mu.Lock()
 	clear(s.leases)
+	clear(s.counts)
 	clear(s.members)
 	s.mu.Unlock()
 	for {
@@ -280,10 +286,15 @@ func (s *Store) beat(ctx context.Context) error {
 // apply takes one watched change into the view; nil marks the end of the initial values.
 func (s *Store) apply(e jetstream.KeyValueEntry) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Waiters wake only when who holds what, or who is live, changed: renewals and member
+	// beats are most of the traffic and change neither.
+	changed := false
 	defer func() {
-		close(s.changed)
-		s.changed = make(chan struct{})
-		s.mu.Unlock()
+		if changed {
+			close(s.changed)
+			s.changed = make(chan struct{})
+		}
 	}()
 	if e == nil {
 		select {
@@ -291,14 +302,18 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 		default:
 			close(s.ready)
 		}
+		changed = true
 		return
 	}
 	key := e.Key()
 	if m, ok := strings.CutPrefix(key, memberPrefix); ok {
+		live, known := s.members[m]
 		if e.Operation() == jetstream.KeyValuePut {
 			s.members[m] = true
+			changed = !live
 		} else {
 			delete(s.members, m)
+			changed = known
 		}
 		return
 	}
@@ -311,6 +326,14 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	cur.rev = e.Revision()
+	was := cur.holder
+	defer func() {
+		if cur.holder != was {
+			changed = true
+			s.counts[was]--
+			s.counts[cur.holder]++
+		}
+	}()
 	if e.Operation() == jetstream.KeyValuePut {
 		var v value
 		if err := json.Unmarshal(e.Value(), &v); err != nil || v.Holder == "" {
@@ -330,26 +353,18 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 	}
 }
 
-// loadLocked counts the leases of each live member (this instance included).
+// loadLocked returns how many leases this instance holds and the fewest any live member
+// (this one included) holds.
 func (s *Store) loadLocked() (mine, least int) {
-	counts := map[string]int{s.cfg.Holder: 0}
-	for m, live := range s.members {
-		if live {
-			counts[m] = 0
-		}
-	}
-	for _, e := range s.leases {
-		if _, ok := counts[e.holder]; ok {
-			counts[e.holder]++
-		}
-	}
 	// What this instance holds it knows before the watcher tells it.
-	counts[s.cfg.Holder] = max(counts[s.cfg.Holder], len(s.held))
-	least = counts[s.cfg.Holder]
-	for _, c := range counts {
-		least = min(least, c)
+	mine = max(s.counts[s.cfg.Holder], len(s.held))
+	least = mine
+	for m, live := range s.members {
+		if live && m != s.cfg.Holder {
+			least = min(least, s.counts[m])
+		}
 	}
-	return counts[s.cfg.Holder], least
+	return mine, least
 }
 
 // Hold runs work while this instance holds lease name, for as long as ctx lasts: it waits
@@ -550,17 +565,29 @@ func (s *Store) lost(name, why string) {
 }
 
 // shouldShed reports whether this instance should hand a lease over for balance: it holds two
-// or more leases more than the least loaded live member, and it handed none over in the last
-// TTL/2 (one at a time, each taken by the least loaded member before the next goes, and a rule
-// restart costs something).
+// or more leases more than the least loaded live member. Hand-overs go in rounds at most every
+// TTL/2 (a rule restart costs something): a round hands over a quarter of the difference, or
+// just one when the last round's leases were not taken by others (a member that is live but
+// does not take leases must not make this one drop half its work again and again).
 func (s *Store) shouldShed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	mine, least := s.loadLocked()
-	if mine < least+2 || time.Since(s.shedAt) < s.cfg.TTL/2 {
+	if mine < least+2 {
+		s.budget = 0
 		return false
 	}
-	s.shedAt = time.Now()
+	if s.budget == 0 {
+		if time.Since(s.shedAt) < s.cfg.TTL/2 {
+			return false
+		}
+		n := max(1, (mine-least)/4)
+		if !s.shedAt.IsZero() && least <= s.shedLeast {
+			n = 1
+		}
+		s.budget, s.shedLeast, s.shedAt = n, least, time.Now()
+	}
+	s.budget--
 	return true
 }
 
