@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 
+	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/rules"
 )
 
@@ -40,6 +42,16 @@ func (h *canaryHandlers) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// A key confined to a tenant makes canaries of that tenant only.
+	if p := principal(r); p.Restricted() {
+		if body.Tenant == "" {
+			body.Tenant = p.Tenant
+		}
+		if auth.Normalize(body.Tenant) != p.Tenant {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("API key %q is confined to tenant %s and cannot create canaries of tenant %s", p.Name, p.Tenant, body.Tenant))
+			return
+		}
+	}
 	c, err := h.cs.CreateCanary(r.Context(), body.CanarySpec)
 	if err != nil {
 		h.rh.fail(w, err)
@@ -50,24 +62,47 @@ func (h *canaryHandlers) create(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *canaryHandlers) list(w http.ResponseWriter, r *http.Request) {
-	list, err := h.cs.ListCanaries(r.Context())
+	all, err := h.cs.ListCanaries(r.Context())
 	if err != nil {
 		h.rh.fail(w, err)
 		return
+	}
+	p := principal(r)
+	list := make([]rules.Canary, 0, len(all))
+	for _, c := range all {
+		if p.Sees(c.Tenant) {
+			list = append(list, c)
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"canaries": list})
 }
 
 func (h *canaryHandlers) get(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.visible(w, r)
+	if ok {
+		writeJSON(w, http.StatusOK, c)
+	}
+}
+
+// visible returns the canary of the path when the principal may see it; another tenant's
+// canary is not found (404, as an unknown name).
+func (h *canaryHandlers) visible(w http.ResponseWriter, r *http.Request) (rules.Canary, bool) {
 	c, err := h.cs.GetCanary(r.Context(), r.PathValue("name"))
+	if err == nil && !principal(r).Sees(c.Tenant) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no canary named %q", r.PathValue("name")))
+		return rules.Canary{}, false
+	}
 	if err != nil {
 		h.rh.fail(w, err)
-		return
+		return rules.Canary{}, false
 	}
-	writeJSON(w, http.StatusOK, c)
+	return c, true
 }
 
 func (h *canaryHandlers) delete(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.visible(w, r); !ok {
+		return
+	}
 	if err := h.cs.DeleteCanary(r.Context(), r.PathValue("name")); err != nil {
 		h.rh.fail(w, err)
 		return
@@ -84,6 +119,9 @@ func (h *canaryHandlers) results(w http.ResponseWriter, r *http.Request) {
 	q, err := readResultsQuery(r, from)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if _, ok := h.visible(w, r); !ok {
 		return
 	}
 	page, err := h.cs.CanaryResults(r.Context(), r.PathValue("name"), q)

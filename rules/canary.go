@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"github.com/tributary-iot/tributary/canary"
+	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/streams/window"
 )
 
@@ -22,8 +23,8 @@ import (
 // per-device rows (canary_run.go). Everything else — checkpoints, exactly-once IDs, results on
 // rules/<name>/results, alerts, outputs, webhooks, InfluxDB, stats — is the rules' own.
 
-// DefaultTenant is the tenant of a canary that names none.
-const DefaultTenant = "default"
+// DefaultTenant is the tenant of a canary that names none (the devices' default tenant).
+const DefaultTenant = devices.DefaultTenant
 
 // Selector picks a group of devices: an explicit list of IDs, or a device type and/or tags
 // ("key:value"; all must match).
