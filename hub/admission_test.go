@@ -17,6 +17,8 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
+	piondtls "github.com/pion/dtls/v3"
+	coapdtls "github.com/plgd-dev/go-coap/v3/dtls"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/options"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/protocols/coap"
 	"github.com/tributary-iot/tributary/streams"
 )
 
@@ -410,6 +413,33 @@ func TestAuthThrottledPerSourceAddress(t *testing.T) {
 	hr.Body.Close()
 	if ra, _ := strconv.Atoi(hr.Header.Get("Retry-After")); hr.StatusCode != http.StatusTooManyRequests || ra < 1 || ra > 2 {
 		t.Errorf("http from the throttled address: %d Retry-After %q, want 429 with 1..2", hr.StatusCode, hr.Header.Get("Retry-After"))
+	}
+
+	// DTLS handshakes from the attacker's address are refused before any cryptography; from
+	// another address the device's pre-shared key works.
+	dtlsPost := func(local string) (codes.Code, error) {
+		c, err := coapdtls.Dial(h.CoAPSAddr(), coapdtls.NewDTLSClientOptions(
+			piondtls.WithPSK(func([]byte) ([]byte, error) { return coap.PSKFromToken(token), nil }),
+			piondtls.WithPSKIdentityHint([]byte("d1")),
+			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+		), options.WithDialer(&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(local)}}), options.WithErrors(func(error) {}))
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := c.Post(ctx, "/devices/d1/telemetry", message.AppJSON, strings.NewReader(`{"via":"dtls"}`))
+		if err != nil {
+			return 0, err
+		}
+		return resp.Code(), nil
+	}
+	if code, err := dtlsPost(attacker); err == nil {
+		t.Errorf("a DTLS session from the throttled address was established (answer %v), want the handshake refused", code)
+	}
+	if code, err := dtlsPost(other); err != nil || code != codes.Changed {
+		t.Errorf("DTLS from another address: %v, %v; want 2.04", code, err)
 	}
 
 	// Once the window has passed, the right token works again.
