@@ -229,6 +229,17 @@ func rateString(v float64, what string) string {
 	return fmt.Sprintf("%g%s", v, unit)
 }
 
+// has reports whether l (nil: unlimited) has n tokens at now.
+func has(l *rate.Limiter, n int, now time.Time) bool {
+	return l == nil || (n <= l.Burst() && l.TokensAt(now) >= float64(n))
+}
+
+func allow(l *rate.Limiter, n int, now time.Time) {
+	if l != nil {
+		l.AllowN(now, n)
+	}
+}
+
 func (r *reservations) cancel() {
 	for _, res := range r.rs[:r.n] {
 		res.CancelAt(r.now)
@@ -252,7 +263,18 @@ func (c *Controller) Publish(ctx context.Context, protocol, id string, size int,
 		wait = c.cfg.MaxDelay
 	}
 	t.mu.Lock()
-	r := reservations{now: c.now()} // read under the lock, so time never goes back for a bucket
+	now = c.now() // read under the lock, so time never goes back for a bucket
+	// The common case, room in every bucket, takes the tokens without a Reservation (which
+	// allocates): under the lock nothing else can take them in between.
+	if has(d.msgs, 1, now) && has(d.bytes, size, now) && has(t.msgs, 1, now) && has(t.bytes, size, now) {
+		allow(d.msgs, 1, now)
+		allow(d.bytes, size, now)
+		allow(t.msgs, 1, now)
+		allow(t.bytes, size, now)
+		t.mu.Unlock()
+		return nil
+	}
+	r := reservations{now: now}
 	r.take(d.msgs, 1, ErrRateLimited, "message rate", d)
 	r.take(d.bytes, size, ErrQuotaExceeded, "byte rate", d)
 	r.take(t.msgs, 1, ErrQuotaExceeded, "message rate", t)
