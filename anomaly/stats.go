@@ -124,18 +124,24 @@ func (w *sortedWindow) remove(x float64) {
 func chi2Quantile(k int, p float64) float64 {
 	a := float64(k) / 2
 	q := 1 - p // upper tail wanted
-	lo, hi := 0.0, float64(k)+10
-	for gammaQ(a, hi/2) > q {
+	return bisect(func(x float64) bool { return gammaQ(a, x/2) > q }, float64(k)+10)
+}
+
+// bisect returns the x ≥ 0 where below turns false (below is true left of it), starting the
+// search at [0, hi] and doubling hi as needed; to a relative precision of 1e-10.
+func bisect(below func(x float64) bool, hi float64) float64 {
+	lo := 0.0
+	for below(hi) && hi < 1e300 {
 		lo, hi = hi, hi*2
 	}
-	for range 100 {
+	for range 200 {
 		mid := (lo + hi) / 2
-		if gammaQ(a, mid/2) > q {
+		if below(mid) {
 			lo = mid
 		} else {
 			hi = mid
 		}
-		if hi-lo < 1e-9*hi {
+		if hi-lo < 1e-10*hi {
 			break
 		}
 	}
@@ -198,23 +204,7 @@ func gammaQ(a, x float64) float64 {
 // fQuantile returns x with P(F(d1, d2) ≤ x) = p, by bisection on the regularized incomplete
 // beta function.
 func fQuantile(d1, d2, p float64) float64 {
-	cdf := func(x float64) float64 { return betaI(d1/2, d2/2, d1*x/(d1*x+d2)) }
-	lo, hi := 0.0, 10.0
-	for cdf(hi) < p && hi < 1e300 {
-		lo, hi = hi, hi*2
-	}
-	for range 200 {
-		mid := (lo + hi) / 2
-		if cdf(mid) < p {
-			lo = mid
-		} else {
-			hi = mid
-		}
-		if hi-lo < 1e-10*hi {
-			break
-		}
-	}
-	return (lo + hi) / 2
+	return bisect(func(x float64) bool { return betaI(d1/2, d2/2, d1*x/(d1*x+d2)) < p }, 10)
 }
 
 // betaI is the regularized incomplete beta function I_x(a, b) (Numerical Recipes' continued
