@@ -309,9 +309,11 @@ func TestSSESlowConsumer(t *testing.T) {
 	})
 
 	// The slow client now reads everything that is left.
+	// Clear the connect deadline before reading: the flood can outlast it on a loaded machine,
+	// and a reader started first would see a timeout and end the stream.
+	conn.SetReadDeadline(time.Time{})
 	events := make(chan sseEvent, n+10)
 	go readSSE(slow, events, nil)
-	conn.SetReadDeadline(time.Time{})
 	next, delivered, skipped, skipEvents := first, 0, 0, 0
 	for next < first+uint64(n) {
 		var ev sseEvent
