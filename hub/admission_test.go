@@ -238,11 +238,11 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	// process, the race detector, a shared machine), bounded loosely, and far below the
 	// back-pressure bound (1s) at which it would be disconnected.
 	p50, p95, p99 := percentile(loaded, .5), percentile(loaded, .95), percentile(loaded, .99)
-	if base := percentile(unloaded, .5); p50 > 10*time.Millisecond && p50 > 3*base {
-		t.Errorf("well-behaved device's QoS 1 median latency under flood %v, want under 10ms or 3× unloaded (%v)", p50, base)
+	if base := percentile(unloaded, .5); p50 > 25*time.Millisecond && p50 > 3*base {
+		t.Errorf("well-behaved device's QoS 1 median latency under flood %v, want under 25ms or 3× unloaded (%v)", p50, base)
 	}
-	if p95 > 200*time.Millisecond || p99 > 500*time.Millisecond {
-		t.Errorf("well-behaved device's QoS 1 latency under flood p95 %v, p99 %v; want under 200ms and 500ms", p95, p99)
+	if p95 > 250*time.Millisecond || p99 > 500*time.Millisecond {
+		t.Errorf("well-behaved device's QoS 1 latency under flood p95 %v, p99 %v; want under 250ms and 500ms", p95, p99)
 	}
 	if m := metricsText(t, h); !strings.Contains(m, `tributary_admission_refused_total{protocol="mqtt",reason="quota_exceeded"}`) ||
 		!strings.Contains(m, `tributary_tenant_connections{tenant="default"}`) {
@@ -368,7 +368,7 @@ func TestRateLimitsOverMQTT(t *testing.T) {
 // another address is unaffected. The same address is then refused over CoAP and HTTP too.
 func TestAuthThrottledPerSourceAddress(t *testing.T) {
 	t.Parallel()
-	const window = 2 * time.Second
+	const window = 4 * time.Second
 	h := hubtest.Start(t, func(c *hub.Config) { c.AuthMaxFailures = 5; c.AuthFailureWindow = window })
 	token := h.CreateDevice("d1", nil)
 	const attacker, other = "127.0.0.2", "127.0.0.3"
@@ -400,8 +400,8 @@ func TestAuthThrottledPerSourceAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if maxAge, err := resp.Options().GetUint32(message.MaxAge); resp.Code() != codes.TooManyRequests || err != nil || maxAge < 1 || maxAge > 2 {
-		t.Errorf("coap from the throttled address: %v, Max-Age %d (%v); want 4.29 with Max-Age 1..2", resp.Code(), maxAge, err)
+	if maxAge, err := resp.Options().GetUint32(message.MaxAge); resp.Code() != codes.TooManyRequests || err != nil || maxAge < 1 || maxAge > 4 {
+		t.Errorf("coap from the throttled address: %v, Max-Age %d (%v); want 4.29 with Max-Age 1..4", resp.Code(), maxAge, err)
 	}
 	client := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(attacker)}}).DialContext}}
 	req, _ := http.NewRequest("GET", h.URL+"/api/v1/devices", nil)
@@ -411,8 +411,8 @@ func TestAuthThrottledPerSourceAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	hr.Body.Close()
-	if ra, _ := strconv.Atoi(hr.Header.Get("Retry-After")); hr.StatusCode != http.StatusTooManyRequests || ra < 1 || ra > 2 {
-		t.Errorf("http from the throttled address: %d Retry-After %q, want 429 with 1..2", hr.StatusCode, hr.Header.Get("Retry-After"))
+	if ra, _ := strconv.Atoi(hr.Header.Get("Retry-After")); hr.StatusCode != http.StatusTooManyRequests || ra < 1 || ra > 4 {
+		t.Errorf("http from the throttled address: %d Retry-After %q, want 429 with 1..4", hr.StatusCode, hr.Header.Get("Retry-After"))
 	}
 
 	// DTLS handshakes from the attacker's address are refused before any cryptography; from
