@@ -30,7 +30,7 @@ func TestTwoInstances(t *testing.T) {
 	a := hubtest.Start(t, ext)
 	b := hubtest.Start(t, ext)
 	token := a.CreateDevice("shared", nil)
-	eventually(t, 5*time.Second, func() bool { return jsonCall(t, b, "GET", "/api/v1/devices/shared", nil, nil) == 200 }, "device not visible on b")
+	eventually(t, 15*time.Second, func() bool { return jsonCall(t, b, "GET", "/api/v1/devices/shared", nil, nil) == 200 }, "device not visible on b")
 
 	var mu sync.Mutex
 	var events []string
@@ -45,14 +45,14 @@ func TestTwoInstances(t *testing.T) {
 	dev := mqttDevice(t, a, "shared", "shared", token)
 	mqttSubscribe(t, dev, "devices/shared/state/desired", 1, func(_ paho.Client, m paho.Message) { got <- m })
 	mqttSubscribe(t, dev, "devices/shared/commands/#", 1, func(_ paho.Client, m paho.Message) { got <- m })
-	eventually(t, 5*time.Second, func() bool { return getDevice(t, b, "shared").Status == "online" }, "not online on the other instance")
+	eventually(t, 15*time.Second, func() bool { return getDevice(t, b, "shared").Status == "online" }, "not online on the other instance")
 
 	if code := jsonCall(t, b, "PUT", "/api/v1/devices/shared/state/desired", map[string]any{"fan": "on"}, nil); code != 200 {
 		t.Fatalf("PUT desired on b: %d", code)
 	}
 	cmd := sendCommand(t, b, "shared", "spin", nil)
 	seenDesired, seenCmd := false, false
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(15 * time.Second)
 	for !seenDesired || !seenCmd {
 		select {
 		case m := <-got:
@@ -66,13 +66,13 @@ func TestTwoInstances(t *testing.T) {
 			t.Fatalf("device on a: desired %v, command %v", seenDesired, seenCmd)
 		}
 	}
-	eventually(t, 5*time.Second, func() bool { return getCommand(t, b, "shared", cmd.ID).Status == "delivered" }, "delivery on a not seen on b")
+	eventually(t, 15*time.Second, func() bool { return getCommand(t, b, "shared", cmd.ID).Status == "delivered" }, "delivery on a not seen on b")
 	dev.Publish("devices/shared/commands/spin/result", 1, false, `{"id":"`+cmd.ID+`","result":"ok"}`).Wait()
-	eventually(t, 5*time.Second, func() bool { return getCommand(t, a, "shared", cmd.ID).Status == "answered" }, "not answered")
+	eventually(t, 15*time.Second, func() bool { return getCommand(t, a, "shared", cmd.ID).Status == "answered" }, "not answered")
 
 	dev.Disconnect(50)
-	eventually(t, 5*time.Second, func() bool { return getDevice(t, b, "shared").Status == "offline" }, "not offline on the other instance")
-	eventually(t, 5*time.Second, func() bool {
+	eventually(t, 15*time.Second, func() bool { return getDevice(t, b, "shared").Status == "offline" }, "not offline on the other instance")
+	eventually(t, 15*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(events) >= 2
