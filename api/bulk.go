@@ -66,6 +66,9 @@ func (m *management) bulkCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "no devices in the request")
 		return
 	}
+	if m.srv != nil && !m.srv.ownDevices(w, r, ds) {
+		return
+	}
 	created, err := m.Batch.CreateMany(r.Context(), ds)
 	var be *devices.BatchError
 	if errors.As(err, &be) {

@@ -24,10 +24,11 @@ type createDeviceRequest struct {
 	Metadata          map[string]any    `json:"metadata"`
 	InactivityTimeout devices.Duration  `json:"inactivity_timeout"`
 	Limits            devices.Limits    `json:"limits"`
+	Tenant            string            `json:"tenant"`
 }
 
 func (r createDeviceRequest) device() devices.Device {
-	return devices.Device{ID: r.ID, Name: r.Name, Type: r.Type, Tags: r.Tags, Location: r.Location, Metadata: r.Metadata, InactivityTimeout: r.InactivityTimeout, Limits: r.Limits}
+	return devices.Device{ID: r.ID, Name: r.Name, Type: r.Type, Tags: r.Tags, Location: r.Location, Metadata: r.Metadata, InactivityTimeout: r.InactivityTimeout, Limits: r.Limits, Tenant: r.Tenant}
 }
 
 type deviceWithToken struct {
@@ -71,7 +72,11 @@ func (s *Server) createDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, token, err := s.deps.Devices.Create(r.Context(), req.device())
+	ds := []devices.Device{req.device()}
+	if !s.ownDevices(w, r, ds) {
+		return
+	}
+	d, token, err := s.deps.Devices.Create(r.Context(), ds[0])
 	if err != nil {
 		s.deviceError(w, err)
 		return
@@ -86,14 +91,14 @@ type deviceList struct {
 }
 
 // listParams are the query parameters GET /api/v1/devices takes.
-var listParams = map[string]bool{"type": true, "tag": true, "meta": true, "status": true, "q": true, "near": true, "bbox": true, "limit": true, "cursor": true}
+var listParams = map[string]bool{"type": true, "tag": true, "meta": true, "status": true, "q": true, "near": true, "bbox": true, "limit": true, "cursor": true, "tenant": true}
 
 // parseFilter reads the list query; errors name the parameter.
 func parseFilter(q url.Values) (devices.Filter, error) {
 	f := devices.Filter{Type: q.Get("type"), Query: q.Get("q"), After: q.Get("cursor"), Limit: 100}
 	for k, vs := range q {
 		if !listParams[k] {
-			return f, fmt.Errorf("unknown parameter %q: filter with type, tag, meta, status, q, near, bbox; page with limit and cursor", k)
+			return f, fmt.Errorf("unknown parameter %q: filter with type, tag, meta, status, q, near, bbox, tenant; page with limit and cursor", k)
 		}
 		if len(vs) > 1 && k != "tag" && k != "meta" {
 			return f, fmt.Errorf("%s: give it once", k)
@@ -183,6 +188,10 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 			}
 			f.IDs, f.Status = s.deps.Status(f.Status == devices.StatusOnline), ""
 		}
+	}
+	f.Tenant = r.URL.Query().Get("tenant")
+	if p := principal(r); p.Restricted() {
+		f.Tenant = p.Tenant
 	}
 	list, next := s.deps.Devices.List(f)
 	out := deviceList{Devices: make([]deviceView, len(list)), Next: next}

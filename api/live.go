@@ -230,7 +230,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	queue := newLiveQueue()
 	subErr := make(chan error, 1)
 	go func() {
-		subErr <- s.deps.Messages.Subscribe(ctx, p.sub, func(e *streams.Envelope) { queue.push(e, nil) })
+		allow := s.liveFilter(ctx, cancel)
+		subErr <- s.deps.Messages.Subscribe(ctx, p.sub, func(e *streams.Envelope) {
+			if allow(e) {
+				queue.push(e, nil)
+			}
+		})
 	}()
 	defer func() { cancel(); <-subErr }()
 	keepAlive := time.NewTicker(liveKeepAlive)

@@ -113,6 +113,7 @@ type ManagementDeps struct {
 type management struct {
 	ManagementDeps
 	log *slog.Logger
+	srv *Server // tenants and quotas of bulk creation
 }
 
 // ManagementRoutes registers the device-management endpoints (see the package README for
@@ -120,6 +121,7 @@ type management struct {
 func ManagementRoutes(d ManagementDeps, log *slog.Logger) func(*Router) {
 	m := &management{ManagementDeps: d, log: log.With("component", "api")}
 	return func(r *Router) {
+		m.srv = r.s
 		if m.Batch != nil {
 			r.Handle("POST /api/v1/devices:bulk", m.bulkCreate)
 		}

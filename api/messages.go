@@ -126,5 +126,6 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	page.Messages = s.visibleMessages(r, page.Messages)
 	writeJSON(w, http.StatusOK, newPage(page))
 }

@@ -45,13 +45,14 @@ const MaxScenarioImport = 1 << 30
 func ReplayRoutes(rs Replays, sc Scenarios, log *slog.Logger) func(*Router) {
 	h := &replayHandlers{rs: rs, sc: sc, log: log}
 	return func(r *Router) {
+		h.srv = r.s
 		r.Handle("POST /api/v1/replays", h.start)
 		r.Handle("GET /api/v1/replays", h.list)
-		r.Handle("GET /api/v1/replays/{id}", h.get)
-		r.Handle("POST /api/v1/replays/{id}/pause", h.control(rs.Pause))
-		r.Handle("POST /api/v1/replays/{id}/resume", h.control(rs.Resume))
-		r.Handle("POST /api/v1/replays/{id}/cancel", h.control(rs.Cancel))
-		r.Handle("DELETE /api/v1/replays/{id}", h.delete)
+		r.Handle("GET /api/v1/replays/{id}", h.owned(h.get))
+		r.Handle("POST /api/v1/replays/{id}/pause", h.owned(h.control(rs.Pause)))
+		r.Handle("POST /api/v1/replays/{id}/resume", h.owned(h.control(rs.Resume)))
+		r.Handle("POST /api/v1/replays/{id}/cancel", h.owned(h.control(rs.Cancel)))
+		r.Handle("DELETE /api/v1/replays/{id}", h.owned(h.delete))
 
 		r.Handle("POST /api/v1/scenarios", h.createScenario)
 		r.Handle("GET /api/v1/scenarios", h.listScenarios)
@@ -66,6 +67,7 @@ type replayHandlers struct {
 	rs  Replays
 	sc  Scenarios
 	log *slog.Logger
+	srv *Server // tenants
 }
 
 // simError answers err with the status its sentinel calls for.
@@ -151,7 +153,11 @@ func (h *replayHandlers) start(w http.ResponseWriter, r *http.Request) {
 		simError(w, h.log, err)
 		return
 	}
-	job, err := h.rs.Start(r.Context(), replay.Request{Selection: sel, Speed: body.Speed, Target: body.Target})
+	req := replay.Request{Selection: sel, Speed: body.Speed, Target: body.Target}
+	if !h.srv.replayTenant(w, r, &req) {
+		return
+	}
+	job, err := h.rs.Start(r.Context(), req)
 	if err != nil {
 		simError(w, h.log, err)
 		return
@@ -166,7 +172,13 @@ func (h *replayHandlers) list(w http.ResponseWriter, r *http.Request) {
 		simError(w, h.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"replays": jobs})
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		if visible(r, j.Request.Tenant) {
+			out = append(out, j)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"replays": out})
 }
 
 func (h *replayHandlers) get(w http.ResponseWriter, r *http.Request) {
@@ -338,4 +350,18 @@ func (h *replayHandlers) importScenario(w http.ResponseWriter, r *http.Request) 
 	}
 	w.Header().Set("Location", "/api/v1/scenarios/"+info.Name)
 	writeJSON(w, http.StatusCreated, info)
+}
+
+// owned answers 404 for another tenant's replay, as for one that does not exist, before next.
+func (h *replayHandlers) owned(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if principal(r).Restricted() {
+			id := r.PathValue("id")
+			if j, err := h.rs.Get(r.Context(), id); err == nil && !visible(r, j.Request.Tenant) {
+				simError(w, h.log, fmt.Errorf("%w: replay %s", simulator.ErrNotFound, id))
+				return
+			}
+		}
+		next(w, r)
+	}
 }

@@ -26,19 +26,21 @@ type Rules interface {
 func RuleRoutes(rs Rules, log interface{ Error(string, ...any) }) func(*Router) {
 	h := &ruleHandlers{rs: rs, log: log}
 	return func(r *Router) {
+		h.srv = r.s
 		r.Handle("POST /api/v1/rules", h.create)
 		r.Handle("GET /api/v1/rules", h.list)
-		r.Handle("GET /api/v1/rules/{name}", h.get)
-		r.Handle("PUT /api/v1/rules/{name}", h.put)
-		r.Handle("DELETE /api/v1/rules/{name}", h.delete)
-		r.Handle("GET /api/v1/rules/{name}/stats", h.stats)
-		r.Handle("GET /api/v1/rules/{name}/results", h.results)
+		r.Handle("GET /api/v1/rules/{name}", h.owned(h.get))
+		r.Handle("PUT /api/v1/rules/{name}", h.owned(h.put))
+		r.Handle("DELETE /api/v1/rules/{name}", h.owned(h.delete))
+		r.Handle("GET /api/v1/rules/{name}/stats", h.owned(h.stats))
+		r.Handle("GET /api/v1/rules/{name}/results", h.owned(h.results))
 	}
 }
 
 type ruleHandlers struct {
 	rs  Rules
 	log interface{ Error(string, ...any) }
+	srv *Server // tenants
 }
 
 func (h *ruleHandlers) fail(w http.ResponseWriter, err error) {
@@ -70,9 +72,13 @@ func readSpec(r *http.Request) (rules.Spec, error) {
 }
 
 func (h *ruleHandlers) create(w http.ResponseWriter, r *http.Request) {
+	var ok bool
 	spec, err := readSpec(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if spec.Tenant, ok = h.srv.ownTenant(w, r, spec.Tenant); !ok {
 		return
 	}
 	rule, err := h.rs.Create(r.Context(), spec)
@@ -90,7 +96,13 @@ func (h *ruleHandlers) list(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"rules": list})
+	out := list[:0:0]
+	for _, rule := range list {
+		if visible(r, rule.TenantOf()) {
+			out = append(out, rule)
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rules": out})
 }
 
 func (h *ruleHandlers) get(w http.ResponseWriter, r *http.Request) {
@@ -103,9 +115,13 @@ func (h *ruleHandlers) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *ruleHandlers) put(w http.ResponseWriter, r *http.Request) {
+	var ok bool
 	spec, err := readSpec(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if spec.Tenant, ok = h.srv.ownTenant(w, r, spec.Tenant); !ok {
 		return
 	}
 	rule, created, err := h.rs.Put(r.Context(), r.PathValue("name"), spec)
@@ -199,4 +215,18 @@ func parseRuleTime(field, s string, now time.Time) (time.Time, error) {
 		return time.UnixMilli(ms).UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%s: %q is not an RFC 3339 time, Unix milliseconds or a negative duration like -1h", field, s)
+}
+
+// owned answers 404 for another tenant's rule, as for one that does not exist, before next.
+func (h *ruleHandlers) owned(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if principal(r).Restricted() {
+			name := r.PathValue("name")
+			if rule, err := h.rs.Get(r.Context(), name); err == nil && !visible(r, rule.TenantOf()) {
+				h.fail(w, fmt.Errorf("%w: %s", rules.ErrNotFound, name))
+				return
+			}
+		}
+		next(w, r)
+	}
 }

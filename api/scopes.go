@@ -105,12 +105,12 @@ var routeAccess = map[string]access{
 	"DELETE /api/v1/scenarios/{name}":      {auth.ScopeSimWrite, tenantGlobal},
 	"GET /api/v1/scenarios/{name}/export":  {auth.ScopeSimRead, tenantGlobal},
 	"POST /api/v1/scenarios/{name}/import": {auth.ScopeSimWrite, tenantGlobal},
-	"POST /api/v1/simulations":             {auth.ScopeSimWrite, tenantHandler},
-	"GET /api/v1/simulations":              {auth.ScopeSimRead, tenantHandler},
-	"GET /api/v1/simulations/{id}":         {auth.ScopeSimRead, tenantHandler},
-	"GET /api/v1/simulations/{id}/truth":   {auth.ScopeSimRead, tenantHandler},
-	"POST /api/v1/simulations/{id}/stop":   {auth.ScopeSimWrite, tenantHandler},
-	"DELETE /api/v1/simulations/{id}":      {auth.ScopeSimWrite, tenantHandler},
+	"POST /api/v1/simulations":             {auth.ScopeSimWrite, tenantGlobal},
+	"GET /api/v1/simulations":              {auth.ScopeSimRead, tenantGlobal},
+	"GET /api/v1/simulations/{id}":         {auth.ScopeSimRead, tenantGlobal},
+	"GET /api/v1/simulations/{id}/truth":   {auth.ScopeSimRead, tenantGlobal},
+	"POST /api/v1/simulations/{id}/stop":   {auth.ScopeSimWrite, tenantGlobal},
+	"DELETE /api/v1/simulations/{id}":      {auth.ScopeSimWrite, tenantGlobal},
 
 	// Security.
 	"POST /api/v1/keys":          {auth.ScopeAdmin, tenantHandler},

@@ -74,8 +74,10 @@ type wsConn struct {
 	conn  *websocket.Conn
 	queue *liveQueue
 	ctx   context.Context
-	mu    sync.Mutex
-	subs  map[string]*wsSub
+	// cancel ends the connection (a revoked key's stream).
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	subs   map[string]*wsSub
 }
 
 // websocket serves GET /api/v1/ws. Clients may also subscribe in the URL, with topic=, fields=
@@ -105,7 +107,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request) {
 	defer metricWSClients.Dec()
 	ctx, cancel := s.liveContext(r)
 	defer cancel()
-	c := &wsConn{s: s, conn: conn, queue: newLiveQueue(), ctx: ctx, subs: map[string]*wsSub{}}
+	c := &wsConn{s: s, conn: conn, queue: newLiveQueue(), ctx: ctx, cancel: cancel, subs: map[string]*wsSub{}}
 	defer c.unsubscribeAll()
 	if initial != nil {
 		for _, f := range initial.sub.Filters {
@@ -195,7 +197,12 @@ func (c *wsConn) subscribe(filter string, proj *projection, sub streams.Subscrip
 	}
 	go func() {
 		defer close(ws.done)
-		err := c.s.deps.Messages.Subscribe(ctx, sub, func(e *streams.Envelope) { c.queue.push(e, ws) })
+		allow := c.s.liveFilter(c.ctx, c.cancel)
+		err := c.s.deps.Messages.Subscribe(ctx, sub, func(e *streams.Envelope) {
+			if allow(e) {
+				c.queue.push(e, ws)
+			}
+		})
 		if err != nil && ctx.Err() == nil {
 			c.s.log.Warn("live subscription", "filter", filter, "err", err)
 			ws.closed.Store(true)

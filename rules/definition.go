@@ -41,6 +41,9 @@ type Spec struct {
 	Start string `json:"start,omitempty"`
 	// Canary, when set, makes the rule a canary (canary.go): SQL is derived from it.
 	Canary *CanaryDef `json:"canary,omitempty"`
+	// Tenant owns the rule; it reads only that tenant's messages (tenant.go). "" is the
+	// default tenant.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // Output kinds.
@@ -175,6 +178,9 @@ const havingColumn = "\x00having"
 func compile(spec *Spec) (*compiled, error) {
 	if !sql.ValidRuleName(spec.Name) {
 		return nil, invalidf("name", fmt.Sprintf("%q: use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit", spec.Name))
+	}
+	if err := validateTenant(spec); err != nil {
+		return nil, err
 	}
 	if spec.Canary != nil {
 		if err := prepareCanary(spec); err != nil {

@@ -82,6 +82,8 @@ type runner struct {
 	own  string // "rules/<name>/": a rule never reads its own outputs
 	// readsRules is set for sources under rules/, where the rule's own outputs could match.
 	readsRules bool
+	// tenant is the rule's tenant: it reads only that tenant's messages (tenant.go).
+	tenant string
 
 	next                      uint64 // first input sequence not yet processed
 	fired                     map[string]bool
@@ -117,10 +119,11 @@ func newRunner(m *Manager, rule Rule, c *compiled) (*runner, error) {
 	}
 	r := &runner{
 		m: m, rule: rule, c: c, eng: eng,
-		log:   m.log.With("rule", rule.Name),
-		met:   newRuleMetrics(rule.Name),
-		own:   "rules/" + rule.Name + "/",
-		fired: map[string]bool{},
+		log:    m.log.With("rule", rule.Name),
+		met:    newRuleMetrics(rule.Name),
+		own:    "rules/" + rule.Name + "/",
+		fired:  map[string]bool{},
+		tenant: rule.TenantOf(),
 	}
 	r.readsRules = strings.HasPrefix(c.filter, "rules/") || strings.HasPrefix(c.filter, "+") || strings.HasPrefix(c.filter, "#")
 	r.pub = &publisher{js: m.js, onSkip: r.met.skipped.Inc}
@@ -409,7 +412,7 @@ func (r *runner) process(ctx context.Context, it *item) error {
 	}
 	r.next = it.seq + 1
 	r.sinceCkpt++
-	if it.env == nil || r.readsRules && strings.HasPrefix(it.env.Topic, r.own) {
+	if it.env == nil || r.readsRules && strings.HasPrefix(it.env.Topic, r.own) || !r.sees(it.env) {
 		return nil
 	}
 	r.dirty = true
@@ -538,6 +541,7 @@ func (r *runner) send(ctx context.Context, topic, id, device string, at, recv ti
 	if env.ReceivedAt.IsZero() {
 		env.ReceivedAt = at
 	}
+	r.stampTenant(env)
 	return r.pub.publish(ctx, env)
 }
 

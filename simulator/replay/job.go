@@ -87,6 +87,9 @@ type Request struct {
 	Speed Speed `json:"speed,omitempty"`
 	// Target defaults to sandbox.
 	Target Target `json:"target,omitempty"`
+	// Tenant owns the job ("" the default tenant); the API lets a key confined to a tenant
+	// replay only that tenant's devices and see only its jobs.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // normalize fills in defaults and checks speed and target (the selection is checked when it is
