@@ -109,8 +109,8 @@ func (s *Server) auditLogin(cl *mochi.Client, user string, err error) {
 	switch user {
 	case protocols.AppUsername:
 		e.Principal = "app"
-		if v, ok := s.apps.Load(cl); ok {
-			e.Principal = "key:" + v.(string)
+		if p, ok := s.appKey(cl); ok && p != nil {
+			e.Principal, e.Tenant = p.ID(), p.Tenant
 		}
 	case "":
 		e.Principal = ""
