@@ -54,3 +54,23 @@ func FuzzParseKey(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseScopes: ParseScopes never panics and returns only grantable scopes, once each.
+func FuzzParseScopes(f *testing.F) {
+	for _, s := range []string{"devices:read", "admin,rules:write", " , ,", "devices:read,devices:read", "a:b:c", "\xff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, list string) {
+		got, err := ParseScopes(list)
+		if err != nil {
+			return
+		}
+		seen := map[Scope]bool{}
+		for _, s := range got {
+			if !s.Valid() || seen[s] {
+				t.Fatalf("ParseScopes(%q) = %v", list, got)
+			}
+			seen[s] = true
+		}
+	})
+}

@@ -8,10 +8,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// openBucket creates (or opens) a KV bucket with one value per key.
+// openBucket opens a KV bucket with one value per key, creating it when it does not exist. An
+// existing bucket is opened as it is, not updated: every hub instance starting would otherwise
+// rewrite the stream's configuration while the others read it.
 func openBucket(ctx context.Context, js jetstream.JetStream, name, desc string, replicas int) (jetstream.KeyValue, error) {
 	if replicas == 0 {
 		replicas = 1
+	}
+	if kv, err := js.KeyValue(ctx, name); err == nil {
+		return kv, nil
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("%s bucket: %w", name, err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: name, Description: desc, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,

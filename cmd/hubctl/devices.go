@@ -206,6 +206,7 @@ func (c *cli) devicesCreate(args []string) error {
 	lat := fs.Float64("lat", 0, "latitude")
 	lon := fs.Float64("lon", 0, "longitude")
 	meta := fs.String("metadata", "", "metadata as a JSON object")
+	tenant := fs.String("tenant", "", "tenant owning the device (default: the key's, else default)")
 	var tags multiFlag
 	fs.Var(&tags, "tag", "key=value (repeatable)")
 	pos, err := parse(fs, args)
@@ -230,6 +231,9 @@ func (c *cli) devicesCreate(args []string) error {
 		}
 		if *typ != "" {
 			d["type"] = *typ
+		}
+		if *tenant != "" {
+			d["tenant"] = *tenant
 		}
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -36,7 +36,7 @@ const usage = `hubctl: command-line client of the Tributary hub's HTTP API
 Usage:
   hubctl devices list [--type T] [--tag k:v]... [--status online|offline] [-q text] [--limit N]
   hubctl devices get <id>
-  hubctl devices create <id> [--name N] [--type T] [--tag k=v]... [--lat X --lon Y] [--metadata JSON]
+  hubctl devices create <id> [--name N] [--type T] [--tag k=v]... [--lat X --lon Y] [--metadata JSON] [--tenant T]
   hubctl devices create -f devices.json|devices.csv     (one device or many; shows progress)
   hubctl devices delete <id>...
   hubctl devices rotate-token <id>

@@ -100,6 +100,7 @@ func (h *hook) refuse(ctx context.Context, cl *mochi.Client, user string, code p
 		code = packets.Err3NotAuthorized // mochi has no v3 mapping for 0x87
 	}
 	_ = s.broker.SendConnack(cl, code, false, nil)
+	s.apps.Delete(cl)
 	dev := ""
 	if user != protocols.AppUsername && devices.ValidID(user) {
 		dev = user
