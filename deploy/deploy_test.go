@@ -251,6 +251,10 @@ func TestProcfile(t *testing.T) {
 		if !ok {
 			t.Fatalf("Procfile: %q is not name: command", line)
 		}
+		if inner, ok := strings.CutPrefix(cmd, "sh -c '"); ok { // a wait, then exec the program
+			_, inner, _ = strings.Cut(inner, "exec ")
+			cmd = strings.TrimSuffix(inner, "'")
+		}
 		args := strings.Fields(cmd)
 		for i, a := range args {
 			if a == `""` {

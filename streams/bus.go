@@ -106,17 +106,29 @@ func (b *Bus) connect(name string) (*nats.Conn, error) {
 	if b.ns != nil {
 		return nats.Connect("", nats.InProcessServer(b.ns), nats.Name(name))
 	}
-	return nats.Connect(b.cfg.URL, nats.Name(name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				b.log.Warn("nats disconnected", "connection", name, "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			b.log.Info("nats reconnected", "connection", name, "url", nc.ConnectedUrlRedacted())
-		}))
+	// Hubs and NATS nodes often start together (a Procfile, a host booting, pods scheduled at
+	// once): wait up to connectWait for a server to listen rather than fail at once.
+	for deadline := time.Now().Add(connectWait); ; {
+		nc, err := nats.Connect(b.cfg.URL, nats.Name(name), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err != nil {
+					b.log.Warn("nats disconnected", "connection", name, "err", err)
+				}
+			}),
+			nats.ReconnectHandler(func(nc *nats.Conn) {
+				b.log.Info("nats reconnected", "connection", name, "url", nc.ConnectedUrlRedacted())
+			}))
+		if err == nil || !errors.Is(err, nats.ErrNoServers) || time.Now().After(deadline) {
+			return nc, err
+		}
+		b.log.Warn("no nats server reachable yet; retrying", "url", b.cfg.URL, "connection", name)
+		time.Sleep(500 * time.Millisecond) // a server that is starting needs a moment
+	}
 }
+
+// connectWait is how long New waits for an external NATS server to accept connections.
+var connectWait = 30 * time.Second
 
 // New connects to NATS (starting the embedded server if no URL is given) and creates or updates
 // the hub's streams.
@@ -178,29 +190,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Bus, error) {
 
 func (b *Bus) setupStreams(ctx context.Context) error {
 	var err error
-	// A cluster whose meta leader is still being elected answers "JetStream not ready": retry.
-	for attempt := 0; ; attempt++ {
-		b.messages, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:        StreamMessages,
-			Description: "Device messages and everything else that carries a topic",
-			Subjects:    []string{SubjectPrefix + ".>"},
-			Storage:     jetstream.FileStorage,
-			MaxAge:      b.cfg.Retention,
-			Duplicates:  b.cfg.DedupWindow,
-			Replicas:    b.cfg.Replicas,
-			MaxMsgSize:  int32(b.cfg.MaxPayload),
-			AllowDirect: true,
-			Discard:     jetstream.DiscardOld,
-		})
-		if err == nil || attempt >= 40 || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	b.messages, err = b.createStream(ctx, jetstream.StreamConfig{
+		Name:        StreamMessages,
+		Description: "Device messages and everything else that carries a topic",
+		Subjects:    []string{SubjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      b.cfg.Retention,
+		Duplicates:  b.cfg.DedupWindow,
+		Replicas:    b.cfg.Replicas,
+		MaxMsgSize:  int32(b.cfg.MaxPayload),
+		AllowDirect: true,
+		Discard:     jetstream.DiscardOld,
+	})
 	if err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamMessages, err)
+		return err
 	}
-	b.dead, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	b.dead, err = b.createStream(ctx, jetstream.StreamConfig{
 		Name:        StreamDeadLetters,
 		Description: "Rejected messages with the reason",
 		Subjects:    []string{deadLetterPrefix + ".>"},
@@ -210,10 +215,25 @@ func (b *Bus) setupStreams(ctx context.Context) error {
 		Replicas:    b.cfg.Replicas,
 		AllowDirect: true,
 	})
-	if err != nil {
-		return fmt.Errorf("create stream %s: %w", StreamDeadLetters, err)
+	return err
+}
+
+// createStream creates or updates a stream, retrying for up to 30 s: a cluster that has just
+// started answers "JetStream not ready" while its meta leader is elected, and its first
+// replicated streams can take longer than one request's timeout to place.
+func (b *Bus) createStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := b.js.CreateOrUpdateStream(ctx, cfg)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			if err != nil {
+				return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
+			}
+			return s, nil
+		}
+		b.log.Debug("stream not created yet; retrying", "stream", cfg.Name, "err", err)
+		time.Sleep(250 * time.Millisecond) // give the election or placement a moment
 	}
-	return nil
 }
 
 // Conn is the NATS connection, for components that need core NATS or KV.
