@@ -329,6 +329,9 @@ func TestAllowAPI(t *testing.T) {
 			t.Errorf("request %d: allowed %v, want %v", i, ok, want)
 		}
 	}
+	if retry, ok := c.AllowAPI("k1"); ok || retry < 90*time.Millisecond || retry > 100*time.Millisecond {
+		t.Errorf("over the rate: allowed %v, retry after %v; want refused, retry after ~100ms at 10/s", ok, retry)
+	}
 	if _, ok := c.AllowAPI("k2"); !ok {
 		t.Error("another key is limited too")
 	}

@@ -157,10 +157,10 @@ func (k *keyed) allow(key string, now time.Time) (time.Duration, bool) {
 		k.m[key] = l
 	}
 	k.mu.Unlock()
-	r := l.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return d, false
+	if l.AllowN(now, 1) {
+		return 0, true
 	}
-	return 0, true
+	// No Reservation to cancel: concurrent cancellations could lose tokens.
+	missing := 1 - l.TokensAt(now)
+	return time.Duration(missing / float64(k.limit) * float64(time.Second)), false
 }
