@@ -1,7 +1,9 @@
 package hub_test
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -131,9 +133,32 @@ func TestScopedKeys(t *testing.T) {
 		code, body := call(t, h, short.Secret, "GET", "/api/v1/devices", nil)
 		return code == 401 && strings.Contains(body, "API key expired")
 	}, "expired key still accepted")
+	// A live stream opened with the key ends when the key is revoked.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.URL+"/api/v1/stream?topic=devices/%23", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("SSE with the key: %v %v", resp, err)
+	}
+	ended := make(chan int, 1)
+	go func() {
+		defer resp.Body.Close()
+		n, _ := io.Copy(io.Discard, resp.Body)
+		ended <- int(n)
+	}()
 	// Revocation.
 	if code, body := call(t, h, hubtest.APIKey, "DELETE", "/api/v1/keys/"+id, nil); code != 204 {
 		t.Fatalf("revoke: %d %s", code, body)
+	}
+	if code := h.Do("PUT", "/api/v1/devices/k1/state/desired", map[string]any{"on": true}, nil); code != 200 {
+		t.Fatalf("desired: %d", code)
+	}
+	select {
+	case <-ended:
+	case <-ctx.Done():
+		t.Fatal("the revoked key's live stream did not end")
 	}
 	for _, cred := range []string{secret, tok.Token} {
 		if code, body := call(t, h, cred, "GET", "/api/v1/devices/k1", nil); code != 401 {
