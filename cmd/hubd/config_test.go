@@ -97,3 +97,27 @@ func TestLoadConfigTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfigAdmission(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hub.yaml")
+	if err := os.WriteFile(file, []byte("device_rate: 100\ntenant_rate: 6000/m\ndevice_max_connections: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HUB_DEVICE_BYTES_RATE": "64/s"}
+	cfg, err := loadConfig([]string{"--config", file, "--api-rate", "5/s"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DeviceRate != 100 || cfg.TenantRate != 100 || cfg.DeviceBytesRate != 64 || cfg.APIRate != 5 || cfg.DeviceMaxConnections != 1 {
+		t.Errorf("device rate %v, tenant rate %v, device bytes rate %v, api rate %v, device connections %d; want 100, 100 (6000/m), 64, 5, 1",
+			cfg.DeviceRate, cfg.TenantRate, cfg.DeviceBytesRate, cfg.APIRate, cfg.DeviceMaxConnections)
+	}
+	if cfg.AuthMaxFailures != 10 || cfg.MaxTopicLevels != 16 || cfg.AdmissionMaxDelay != time.Second {
+		t.Errorf("admission defaults lost: %d failures, %d levels, %v delay", cfg.AuthMaxFailures, cfg.MaxTopicLevels, cfg.AdmissionMaxDelay)
+	}
+	for _, args := range [][]string{{"--device-rate", "fast"}, {"--max-subscriptions", "-1"}, {"--admission-max-delay", "2h"}} {
+		if _, err := loadConfig(args, func(string) string { return "" }); err == nil {
+			t.Errorf("loadConfig(%v): no error", args)
+		}
+	}
+}
