@@ -377,11 +377,14 @@ func (c *Commands) Delivered(device, topic string, msg []byte) {
 	}
 	c.mu.Lock()
 	cmd := c.open[device][m.ID]
-	pending := cmd != nil && cmd.Status == CommandPending
+	known := cmd != nil
+	pending := known && cmd.Status == CommandPending
 	c.mu.Unlock()
-	if !pending {
+	if known && !pending {
 		return
 	}
+	// A command sent through another instance can reach the device before this instance's KV
+	// watch has seen its record: then the stored record decides (not found: not ours).
 	at := c.now().UTC()
 	c.enqueue(func(ctx context.Context) {
 		_, err := c.update(ctx, device, m.ID, func(r *Command) error {
@@ -391,6 +394,9 @@ func (c *Commands) Delivered(device, topic string, msg []byte) {
 			r.Status, r.DeliveredAt = CommandDelivered, &at
 			return nil
 		})
+		if !known && errors.Is(err, ErrNotFound) {
+			return
+		}
 		if err != nil && !errors.Is(err, errNoChange) && ctx.Err() == nil {
 			c.log.Warn("command delivery not recorded", "device", device, "command", m.ID, "err", err)
 		}
