@@ -31,6 +31,9 @@ type Config struct {
 	// APIKey is the admin key; empty means generate one at first start and keep it in DataDir.
 	APIKey    string        `yaml:"api_key"`
 	Retention time.Duration `yaml:"retention"`
+	// RetentionInterval is how often tenants' retention quotas are enforced on the IOT stream
+	// (0: a minute).
+	RetentionInterval time.Duration `yaml:"retention_interval"`
 	// MaxPayload is the largest device payload accepted, in bytes.
 	MaxPayload int `yaml:"max_payload"`
 	// Replicas for streams and KV buckets (0: 3 on an external NATS cluster, else 1).
@@ -152,6 +155,9 @@ func (c Config) Validate() error {
 	}
 	if c.Retention <= 0 {
 		return fmt.Errorf("retention: must be positive, got %s", c.Retention)
+	}
+	if c.RetentionInterval < 0 {
+		return fmt.Errorf("retention-interval: must not be negative, got %s", c.RetentionInterval)
 	}
 	if c.MaxPayload <= 0 || c.MaxPayload > 1<<20-16<<10 {
 		return fmt.Errorf("max-payload: must be 1..%d bytes, got %d", 1<<20-16<<10, c.MaxPayload)

@@ -55,6 +55,8 @@ type Hub struct {
 	ruleInflux *tsdb.Writer
 	// leases gives each rule to one instance of those sharing NATS.
 	leases *lease.Store
+	// retention purges tenants' messages past their retention quota from the IOT stream.
+	retention *streams.Retainer
 
 	httpLn net.Listener
 	http   *http.Server
@@ -169,6 +171,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, err
 	}
 	h.rules.UseLeases(h.leases)
+	h.retention = streams.NewRetainer(h.bus, cfg.RetentionInterval, h.tenantRetention, log)
+	h.retention.UseLeases(h.leases)
 	if cfg.InfluxURL != "" {
 		if h.ruleInflux, err = tsdb.NewWriter(h.bus, influxCfg, rules.InfluxMapping(""), log); err != nil {
 			return nil, err
@@ -228,6 +232,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return h.leases.Run(gctx) })
 	g.Go(func() error { return h.rules.Run(gctx) })
+	g.Go(func() error { return h.retention.Run(gctx) })
 	if h.ruleInflux != nil {
 		g.Go(func() error { return h.ruleInflux.Run(gctx) })
 	}
@@ -377,3 +382,20 @@ func (h *Hub) leaseDetail() LeaseDetail {
 
 // Instance is this hub's name in leases and rule stats ("owner").
 func (h *Hub) Instance() string { return h.leases.Holder() }
+
+// tenantRetention lists each tenant with a retention quota and its devices, for the Retainer.
+func (h *Hub) tenantRetention() []streams.TenantRetention {
+	var out []streams.TenantRetention
+	for _, t := range h.tenants.List() {
+		if t.Quotas.Retention <= 0 {
+			continue
+		}
+		devs, _ := h.registry.List(devices.Filter{Tenant: t.Name})
+		ids := make([]string, len(devs))
+		for i, d := range devs {
+			ids[i] = d.ID
+		}
+		out = append(out, streams.TenantRetention{Tenant: t.Name, Retention: time.Duration(t.Quotas.Retention), Devices: ids})
+	}
+	return out
+}

@@ -36,6 +36,7 @@ func loadConfig(args []string, getenv func(string) string) (hub.Config, error) {
 	fs.StringVar(&cfg.InfluxBucket, "influx-bucket", cfg.InfluxBucket, "InfluxDB bucket (1.8: database/retention-policy)")
 	fs.StringVar(&cfg.APIKey, "api-key", cfg.APIKey, "admin API key (default: generated at first start and kept in data-dir)")
 	fs.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long raw device messages stay in the hub's streams")
+	fs.DurationVar(&cfg.RetentionInterval, "retention-interval", cfg.RetentionInterval, "how often tenants' retention quotas are enforced on the stream (0: 1m)")
 	fs.IntVar(&cfg.MaxPayload, "max-payload", cfg.MaxPayload, "largest device payload accepted, in bytes")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas of streams and KV buckets (0: 3 on an external NATS cluster, else 1)")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a dead instance's rules wait before another instance takes them over (0: 5s)")
