@@ -39,8 +39,9 @@ type Quotas struct {
 	MessageBurst int     `json:"message_burst,omitempty"`
 	// BytesRate is payload bytes per second over all the tenant's devices.
 	BytesRate float64 `json:"bytes_rate,omitempty"`
-	// Retention is how long the tenant's data is meant to be kept; see README "Tenants" for
-	// how it is (and is not yet) enforced.
+	// Retention is how long the tenant's devices' messages stay in the IOT stream (purged by
+	// streams.Retainer; it cannot exceed the hub's --retention and does not apply to InfluxDB,
+	// see README "Tenants").
 	Retention devices.Duration `json:"retention,omitempty"`
 }
 
