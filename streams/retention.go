@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -93,9 +94,19 @@ func (r *Retainer) loop(ctx context.Context) {
 func (r *Retainer) Enforce(ctx context.Context) (int, error) {
 	var first error
 	total := 0
+	// The stream's state before looking for any first message at a cutoff: when a device has
+	// none, every message of its subject up to LastSeq is older (a message stored meanwhile
+	// has a higher sequence and is not purged).
+	var info *jetstream.StreamInfo
 	for _, tr := range r.tenants() {
 		if tr.Retention <= 0 || tr.Retention >= r.bus.cfg.Retention {
 			continue // no quota, or the stream's MaxAge removes the messages first
+		}
+		if info == nil {
+			var err error
+			if info, err = r.bus.messages.Info(ctx); err != nil {
+				return 0, fmt.Errorf("stream %s info: %w", StreamMessages, err)
+			}
 		}
 		cutoff := r.now().Add(-tr.Retention)
 		n := 0
@@ -103,7 +114,7 @@ func (r *Retainer) Enforce(ctx context.Context) (int, error) {
 			if ctx.Err() != nil {
 				return total + n, ctx.Err()
 			}
-			p, err := r.purgeBefore(ctx, "devices/"+id+"/#", cutoff)
+			p, err := r.purgeBefore(ctx, "devices/"+id+"/#", cutoff, info.State)
 			n += p
 			if err != nil && first == nil {
 				first = fmt.Errorf("tenant %s device %s: %w", tr.Tenant, id, err)
@@ -139,19 +150,13 @@ func (e *apiError) err() error {
 }
 
 // purgeBefore purges the messages matching filter stored before cutoff and returns how many.
-func (r *Retainer) purgeBefore(ctx context.Context, filter string, cutoff time.Time) (int, error) {
+// state is the stream's state read before.
+func (r *Retainer) purgeBefore(ctx context.Context, filter string, cutoff time.Time, state jetstream.StreamState) (int, error) {
 	subject, err := FilterToSubject(filter)
 	if err != nil {
 		return 0, err
 	}
-	// The stream's last sequence before looking for the first message at the cutoff: if there
-	// is none, every message of the subject up to it is older (a message stored meanwhile has
-	// a higher sequence and is not purged).
-	info, err := r.bus.messages.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("stream %s info: %w", StreamMessages, err)
-	}
-	below := info.State.LastSeq + 1
+	below := state.LastSeq + 1
 	// Message get with start_time (nats-server ≥ 2.11; nats.go's GetMsg has no option for it):
 	// the first message of subject stored at or after cutoff.
 	var got struct {
@@ -166,7 +171,7 @@ func (r *Retainer) purgeBefore(ctx context.Context, filter string, cutoff time.T
 	} else if got.Message != nil {
 		below = got.Message.Seq
 	}
-	if below <= info.State.FirstSeq {
+	if below <= state.FirstSeq {
 		return 0, nil // nothing stored before it
 	}
 	var purged struct {
