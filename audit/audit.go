@@ -21,6 +21,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // Stream is the JetStream stream of audit events; SubjectPrefix + "." + type is each event's
@@ -122,7 +124,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logg
 	if cfg.FoldWindow == 0 {
 		cfg.FoldWindow = time.Minute
 	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := streams.OpenStream(ctx, js, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "Security-relevant events: logins, key changes, token rotations, ACL denials",
 		Subjects:    []string{SubjectPrefix + ".>"},
@@ -132,7 +134,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logg
 		AllowDirect: true,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", Stream, err)
+		return nil, fmt.Errorf("audit: %w", err)
 	}
 	return &Log{js: js, stream: st, cfg: cfg, log: log.With("component", "audit"), now: time.Now, folds: map[foldKey]*fold{}}, nil
 }

@@ -6,21 +6,15 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/streams"
 )
 
-// openBucket opens a KV bucket with one value per key, creating it when it does not exist. An
-// existing bucket is opened as it is, not updated: every hub instance starting would otherwise
-// rewrite the stream's configuration while the others read it.
+// openBucket opens a KV bucket with one value per key, creating it when it does not exist (see
+// streams.OpenBucket: an existing bucket is used as it is, and a create racing another hub
+// instance's is retried).
 func openBucket(ctx context.Context, js jetstream.JetStream, name, desc string, replicas int) (jetstream.KeyValue, error) {
-	if replicas == 0 {
-		replicas = 1
-	}
-	if kv, err := js.KeyValue(ctx, name); err == nil {
-		return kv, nil
-	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("%s bucket: %w", name, err)
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: name, Description: desc, History: 1, Storage: jetstream.FileStorage, Replicas: replicas,
 	})
 	if err != nil {

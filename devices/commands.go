@@ -108,7 +108,7 @@ type Commands struct {
 }
 
 func newCommands(ctx context.Context, js jetstream.JetStream, reg *Registry, pub Publisher, replicas int, log *slog.Logger) (*Commands, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: CommandsBucket, Description: "Tributary device commands", History: 1,
 		TTL: CommandRetention, Storage: jetstream.FileStorage, Replicas: replicas,
 	})

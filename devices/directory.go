@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/devices/linkformat"
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // DirectoryBucket holds CoRE Resource Directory registrations (RFC 9176), keyed by
@@ -103,7 +104,7 @@ func newDirectory(ctx context.Context, js jetstream.JetStream, cfg DirectoryConf
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = time.Second
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: DirectoryBucket, Description: "Tributary CoRE resource directory", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

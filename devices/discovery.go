@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/devices/linkformat"
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // DiscoveryBucket holds endpoints found by active scans, keyed by Discovered.Key.
@@ -71,7 +72,7 @@ func newDiscovery(ctx context.Context, js jetstream.JetStream, reg *Registry, cf
 	if cfg.Retention == 0 {
 		cfg.Retention = 24 * time.Hour
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: DiscoveryBucket, Description: "Tributary discovered endpoints", History: 1,
 		TTL: cfg.Retention, Storage: jetstream.FileStorage, Replicas: replicas,
 	})

@@ -192,7 +192,7 @@ func newLiveness(ctx context.Context, js jetstream.JetStream, reg *Registry, typ
 		return nil, err
 	}
 	cfg.setDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: StatusBucket, Description: "Tributary device liveness", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // ProvisioningBucket holds provisioning keys, keyed by key ID; only the secret's hash is kept.
@@ -53,7 +55,7 @@ type Provisioning struct {
 }
 
 func newProvisioning(ctx context.Context, js jetstream.JetStream, reg *Registry, replicas int, log *slog.Logger) (*Provisioning, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: ProvisioningBucket, Description: "Tributary provisioning keys", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

@@ -146,7 +146,7 @@ type Shadows struct {
 }
 
 func newShadows(ctx context.Context, js jetstream.JetStream, reg *Registry, pub Publisher, replicas int, log *slog.Logger) (*Shadows, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: ShadowBucket, Description: "Tributary device shadows", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // TypesBucket is the KV bucket of per-type settings, keyed by the base64url of the type name.
@@ -57,7 +59,7 @@ type Types struct {
 func typeKey(t string) string { return base64.RawURLEncoding.EncodeToString([]byte(t)) }
 
 func newTypes(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Types, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: TypesBucket, Description: "Tributary device type settings", History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas,
 	})

@@ -138,14 +138,14 @@ func New(ctx context.Context, bus Bus, devs DeviceLookup, cfg Config, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("rules: stream %s: %w", streams.StreamMessages, err)
 	}
-	defs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	defs, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: DefinitionBucket, Description: "Tributary rule definitions",
 		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rules: bucket %s: %w", DefinitionBucket, err)
 	}
-	st, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	st, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: StateBucket, Description: "Tributary rule checkpoints",
 		History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})

@@ -218,22 +218,9 @@ func (b *Bus) setupStreams(ctx context.Context) error {
 	return err
 }
 
-// createStream creates or updates a stream, retrying for up to 30 s: a cluster that has just
-// started answers "JetStream not ready" while its meta leader is elected, and its first
-// replicated streams can take longer than one request's timeout to place.
+// createStream creates or updates a stream (see OpenStream).
 func (b *Bus) createStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := b.js.CreateOrUpdateStream(ctx, cfg)
-		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
-			if err != nil {
-				return nil, fmt.Errorf("create stream %s: %w", cfg.Name, err)
-			}
-			return s, nil
-		}
-		b.log.Debug("stream not created yet; retrying", "stream", cfg.Name, "err", err)
-		time.Sleep(250 * time.Millisecond) // give the election or placement a moment
-	}
+	return OpenStream(ctx, b.js, cfg)
 }
 
 // Conn is the NATS connection, for components that need core NATS or KV.

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/tributary-iot/tributary/simulator"
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // Bucket is the KV bucket holding simulations.
@@ -112,7 +113,7 @@ func NewManager(ctx context.Context, js jetstream.JetStream, cfg ManagerConfig, 
 	if cfg.Endpoints == nil {
 		return nil, errors.New("fleet: Endpoints is required")
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Tributary simulations (virtual fleets)", History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
 	if err != nil {

@@ -145,7 +145,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, resolver *simulator.Res
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
-	m.kv, err = m.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	m.kv, err = streams.OpenBucket(ctx, m.js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Tributary replay jobs", History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
 	if err != nil {

@@ -102,7 +102,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, resolver *simulator.Res
 	if err != nil {
 		return nil, fmt.Errorf("scenarios: %w", err)
 	}
-	s.stream, err = s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s.stream, err = streams.OpenStream(ctx, s.js, jetstream.StreamConfig{
 		Name:        Stream,
 		Description: "Tributary scenarios: recordings kept independently of the IOT stream's retention",
 		Subjects:    []string{subjectPrefix + ".>"},
@@ -111,9 +111,9 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, resolver *simulator.Res
 		Discard:     jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create stream %s: %w", Stream, err)
+		return nil, fmt.Errorf("scenarios: %w", err)
 	}
-	s.kv, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	s.kv, err = streams.OpenBucket(ctx, s.js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Tributary scenarios", History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 	})
 	if err != nil {

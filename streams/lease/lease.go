@@ -32,6 +32,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/tributary-iot/tributary/streams"
 )
 
 // DefaultBucket is the KV bucket of leases.
@@ -153,7 +155,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return nil, err
 	}
 	cfg.setDefaults()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := streams.OpenBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, Description: "Tributary leases: work run once cluster-wide",
 		History: 1, TTL: cfg.TTL, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		// Markers make expirations visible to watchers, so takeover does not wait for a poll.
