@@ -107,14 +107,25 @@ func retry[T any](ctx context.Context, attempt func(context.Context) (T, error))
 }
 
 // permanent reports whether err is JetStream refusing the request (a bad or conflicting
-// configuration, no permission), which asking again will not change. Timeouts, "JetStream not
-// ready" (503) and a stream or bucket missing between a lookup and its use are worth retrying.
+// configuration, no permission), which asking again will not change. No answer at all, a
+// cluster not ready or without a leader yet (503, 10009...), too few nodes up to place the
+// replicas (10005), and a stream or bucket made or removed between a lookup and its use (404,
+// 10058) are worth retrying.
 func permanent(err error) bool {
 	var jsErr jetstream.JetStreamError
 	if !errors.As(err, &jsErr) || jsErr.APIError() == nil {
 		return false
 	}
 	apiErr := jsErr.APIError()
-	return apiErr.Code >= 400 && apiErr.Code < 500 && apiErr.Code != 404 &&
-		apiErr.ErrorCode != jetstream.JSErrCodeStreamNameInUse
+	switch {
+	case apiErr.Code == 503 || apiErr.Code == 408 || apiErr.Code == 404:
+		return false
+	case apiErr.ErrorCode == jetstream.JSErrCodeStreamNameInUse:
+		return false
+	}
+	switch apiErr.ErrorCode {
+	case 10004, 10005, 10007, 10009: // cluster incomplete, no peers, not assigned, not leader
+		return false
+	}
+	return true
 }
