@@ -15,7 +15,8 @@
 // more leases than the least loaded live member; others wait one TTL first (in case that member
 // is stuck). A member holding two or more leases more than the least loaded one hands some back
 // every TTL/2 (their work stops cleanly first), so leases spread over the instances and new
-// instances get their share.
+// instances get their share. Counts are per kind (the name's first segment: "rule.k9" is a
+// "rule"), so each kind of work spreads on its own.
 package lease
 
 import (
@@ -137,16 +138,20 @@ type Store struct {
 
 	mu      sync.Mutex
 	leases  map[string]*entry
-	counts  map[string]int  // leases per holder ("" counts the free ones)
-	members map[string]bool // live members; false: suspected dead (a lease of it expired)
+	counts  map[string]map[string]int // leases per kind and holder ("" counts the free ones)
+	members map[string]bool           // live members; false: suspected dead (a lease of it expired)
 	held    map[string]bool
 	changed chan struct{} // closed and replaced on every change of the view
 	ready   chan struct{}
-	// Hand-overs for balance: when the last round began, what is left of it, and the least
-	// loaded member's count then.
-	shedAt    time.Time
-	budget    int
-	shedLeast int
+	shed    map[string]*shedRound // per kind
+}
+
+// shedRound is one kind's hand-overs for balance: when the last round began, what is left of
+// it, and the least loaded member's count then.
+type shedRound struct {
+	at    time.Time
+	left  int
+	least int
 }
 
 // Open creates (or updates) the bucket. Run starts watching it.
@@ -166,7 +171,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	}
 	return &Store{
 		cfg: cfg, kv: kv, log: log.With("component", "lease", "holder", cfg.Holder),
-		leases: map[string]*entry{}, counts: map[string]int{}, members: map[string]bool{}, held: map[string]bool{},
+		leases: map[string]*entry{}, counts: map[string]map[string]int{}, members: map[string]bool{}, held: map[string]bool{}, shed: map[string]*shedRound{},
 		changed: make(chan struct{}), ready: make(chan struct{}),
 	}, nil
 }
@@ -332,8 +337,12 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 	defer func() {
 		if cur.holder != was {
 			changed = true
-			s.counts[was]--
-			s.counts[cur.holder]++
+			k := kindOf(key)
+			if s.counts[k] == nil {
+				s.counts[k] = map[string]int{}
+			}
+			s.counts[k][was]--
+			s.counts[k][cur.holder]++
 		}
 	}()
 	if e.Operation() == jetstream.KeyValuePut {
@@ -355,15 +364,23 @@ func (s *Store) apply(e jetstream.KeyValueEntry) {
 	}
 }
 
-// loadLocked returns how many leases this instance holds and the fewest any live member
-// (this one included) holds.
-func (s *Store) loadLocked() (mine, least int) {
+// loadLocked returns how many leases of a kind ("rule") this instance holds and the fewest any
+// live member (this one included) holds. Kinds balance separately, so that a lone lease of
+// another kind (the retention pass) does not decide where the rules go.
+func (s *Store) loadLocked(kind string) (mine, least int) {
 	// What this instance holds it knows before the watcher tells it.
-	mine = max(s.counts[s.cfg.Holder], len(s.held))
+	held := 0
+	for n := range s.held {
+		if kindOf(n) == kind {
+			held++
+		}
+	}
+	counts := s.counts[kind]
+	mine = max(counts[s.cfg.Holder], held)
 	least = mine
 	for m, live := range s.members {
 		if live && m != s.cfg.Holder {
-			least = min(least, s.counts[m])
+			least = min(least, counts[m])
 		}
 	}
 	return mine, least
@@ -417,7 +434,7 @@ func (s *Store) acquire(ctx context.Context, name string) (rev uint64, how strin
 		s.mu.Lock()
 		e := s.leases[name]
 		free := e == nil || e.holder == ""
-		mine, least := s.loadLocked()
+		mine, least := s.loadLocked(kindOf(name))
 		ch := s.changed
 		how = "new"
 		if e != nil && e.holder == "" {
@@ -550,7 +567,7 @@ func (s *Store) hold(ctx context.Context, name string, rev uint64, how string, w
 			default:
 				s.log.Warn("lease not renewed; retrying", "lease", name, "err", err, "gives_up_in", time.Until(sent.Add(s.cfg.TTL-margin)).Round(time.Millisecond))
 			}
-			if s.shouldShed() {
+			if s.shouldShed(kind) {
 				end(ErrReleased)
 				release()
 				metricHandedOver.WithLabelValues(kind).Inc()
@@ -571,25 +588,30 @@ func (s *Store) lost(name, why string) {
 // TTL/2 (a rule restart costs something): a round hands over a quarter of the difference, or
 // just one when the last round's leases were not taken by others (a member that is live but
 // does not take leases must not make this one drop half its work again and again).
-func (s *Store) shouldShed() bool {
+func (s *Store) shouldShed(kind string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	mine, least := s.loadLocked()
+	r := s.shed[kind]
+	if r == nil {
+		r = &shedRound{}
+		s.shed[kind] = r
+	}
+	mine, least := s.loadLocked(kind)
 	if mine < least+2 {
-		s.budget = 0
+		r.left = 0
 		return false
 	}
-	if s.budget == 0 {
-		if time.Since(s.shedAt) < s.cfg.TTL/2 {
+	if r.left == 0 {
+		if time.Since(r.at) < s.cfg.TTL/2 {
 			return false
 		}
 		n := max(1, (mine-least)/4)
-		if !s.shedAt.IsZero() && least <= s.shedLeast {
+		if !r.at.IsZero() && least <= r.least {
 			n = 1
 		}
-		s.budget, s.shedLeast, s.shedAt = n, least, time.Now()
+		r.left, r.least, r.at = n, least, time.Now()
 	}
-	s.budget--
+	r.left--
 	return true
 }
 
