@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tributary-iot/tributary/streams"
+
 	"github.com/tributary-iot/tributary/devices"
 )
 
@@ -116,14 +118,14 @@ func NewKeys(ctx context.Context, js jetstream.JetStream, replicas int, log *slo
 		return nil, err
 	}
 	k := &Keys{kv: kv, log: log.With("component", "auth"), now: time.Now, byID: map[string]keyRecord{}}
-	if err := load(ctx, kv, k.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, k.apply); err != nil {
 		return nil, err
 	}
 	return k, nil
 }
 
 // Run keeps the view current until ctx ends.
-func (k *Keys) Run(ctx context.Context) error { return watch(ctx, k.kv, nil, k.apply) }
+func (k *Keys) Run(ctx context.Context) error { return streams.WatchBucket(ctx, k.kv, k.apply) }
 
 func (k *Keys) apply(e jetstream.KeyValueEntry) {
 	k.mu.Lock()

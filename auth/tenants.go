@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tributary-iot/tributary/streams"
+
 	"github.com/tributary-iot/tributary/devices"
 )
 
@@ -96,14 +98,14 @@ func NewTenants(ctx context.Context, js jetstream.JetStream, replicas int, log *
 		return nil, err
 	}
 	t := &Tenants{kv: kv, log: log.With("component", "tenants"), now: time.Now, byName: map[string]Tenant{}}
-	if err := load(ctx, kv, t.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, t.apply); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
 // Run keeps the view current until ctx ends.
-func (t *Tenants) Run(ctx context.Context) error { return watch(ctx, t.kv, nil, t.apply) }
+func (t *Tenants) Run(ctx context.Context) error { return streams.WatchBucket(ctx, t.kv, t.apply) }
 
 func (t *Tenants) apply(e jetstream.KeyValueEntry) {
 	t.mu.Lock()

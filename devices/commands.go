@@ -117,7 +117,7 @@ func newCommands(ctx context.Context, js jetstream.JetStream, reg *Registry, pub
 	}
 	c := &Commands{kv: kv, js: js, pub: pub, reg: reg, log: log, now: time.Now,
 		open: map[string]map[string]*Command{}, work: make(chan func(context.Context), 1024)}
-	if err := loadKV(ctx, kv, c.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, c.apply); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -410,7 +410,7 @@ func (c *Commands) run(ctx context.Context) error {
 	wg.Go(func() {
 		errc <- consume(ctx, c.js, "command-results", []string{"iot.devices.*.commands.*.result"}, c.log, c.result)
 	})
-	wg.Go(func() { errc <- watchKV(ctx, c.kv, c.apply) })
+	wg.Go(func() { errc <- streams.WatchBucket(ctx, c.kv, c.apply) })
 	wg.Go(func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()

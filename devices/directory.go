@@ -112,7 +112,7 @@ func newDirectory(ctx context.Context, js jetstream.JetStream, cfg DirectoryConf
 		return nil, fmt.Errorf("resource directory bucket: %w", err)
 	}
 	d := &Directory{cfg: cfg, kv: kv, log: log, now: time.Now, regs: map[string]*dirEntry{}}
-	if err := loadKV(ctx, kv, d.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, d.apply); err != nil {
 		return nil, err
 	}
 	return d, nil
@@ -135,7 +135,7 @@ func (d *Directory) apply(e jetstream.KeyValueEntry) {
 
 func (d *Directory) run(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- watchKV(ctx, d.kv, d.apply) }()
+	go func() { errc <- streams.WatchBucket(ctx, d.kv, d.apply) }()
 	t := time.NewTicker(d.cfg.SweepInterval)
 	defer t.Stop()
 	for {

@@ -205,7 +205,7 @@ func newLiveness(ctx context.Context, js jetstream.JetStream, reg *Registry, typ
 		view:     map[string]*presenceState{}, seen: map[string]seenCall{}, heard: map[string]time.Time{},
 		wake: make(chan struct{}, 1),
 	}
-	if err := loadKV(ctx, kv, l.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, l.apply); err != nil {
 		return nil, err
 	}
 	if err := l.heartbeat(ctx); err != nil {

@@ -78,7 +78,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logg
 
 // load reads all records once so that the registry is usable as soon as New returns.
 func (r *Registry) load(ctx context.Context) error {
-	if err := loadKV(ctx, r.kv, r.apply); err != nil {
+	if err := streams.LoadBucket(ctx, r.kv, r.apply); err != nil {
 		return fmt.Errorf("load devices: %w", err)
 	}
 	return nil
@@ -86,7 +86,7 @@ func (r *Registry) load(ctx context.Context) error {
 
 // Run keeps the in-memory view current with changes made by any hub instance until ctx ends.
 func (r *Registry) Run(ctx context.Context) error {
-	return watchKV(ctx, r.kv, r.apply)
+	return streams.WatchBucket(ctx, r.kv, r.apply)
 }
 
 func (r *Registry) apply(e jetstream.KeyValueEntry) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -67,7 +66,7 @@ func newTypes(ctx context.Context, js jetstream.JetStream, replicas int, log *sl
 		return nil, fmt.Errorf("device types bucket: %w", err)
 	}
 	t := &Types{kv: kv, log: log, types: map[string]TypeSettings{}}
-	if err := loadKV(ctx, kv, t.apply); err != nil {
+	if err := streams.LoadBucket(ctx, kv, t.apply); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -75,7 +74,7 @@ func newTypes(ctx context.Context, js jetstream.JetStream, replicas int, log *sl
 
 // run keeps the copy current until ctx ends.
 func (t *Types) run(ctx context.Context) error {
-	return watchKV(ctx, t.kv, t.apply)
+	return streams.WatchBucket(ctx, t.kv, t.apply)
 }
 
 func (t *Types) apply(e jetstream.KeyValueEntry) {
@@ -148,57 +147,4 @@ func (t *Types) Delete(ctx context.Context, name string) error {
 	delete(t.types, name)
 	t.mu.Unlock()
 	return nil
-}
-
-// watchKV calls apply for every change of kv until ctx ends (initial values included).
-func watchKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("watch %s: %w", kv.Bucket(), err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("watch " + kv.Bucket() + ": ended")
-			}
-			if e != nil {
-				apply(e)
-			}
-		}
-	}
-}
-
-// loadKV calls apply for every current entry of kv and returns once all are read. It reads
-// them with one watcher (a single consumer streaming the bucket) rather than a Get per key,
-// which matters with 100,000 devices.
-func loadKV(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry)) error {
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("read %s: %w", kv.Bucket(), err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("read %s: watcher closed", kv.Bucket())
-			}
-			if e == nil {
-				return nil // the end of the initial values
-			}
-			apply(e)
-		}
-	}
 }
