@@ -4,32 +4,13 @@
 // Protocol on stdout: "READY" when the canary's page shows its first interval (the Go test
 // then publishes the readings that close a second one), "LIVE_MS <n>" when the second interval
 // is on the page, "DONE". Any failure exits non-zero with the reason on stderr.
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { env, check, run } from './harness.mjs';
 
-const env = (k, d) => process.env[k] ?? d;
 const url = env('HUB_URL');
 const key = env('HUB_API_KEY');
 const name = env('CANARY');
-const shots = env('ARTIFACTS', '.artifacts');
-mkdirSync(shots, { recursive: true });
 
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage'],
-});
-const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-const consoleErrors = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
-const shot = (n) => page.screenshot({ path: `${shots}/${n}.png`, fullPage: true });
-
-try {
+await run('19-canary-failure', async ({ page, shot }) => {
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#api-key', { timeout: 10000 });
   await page.fill('#api-key', key);
@@ -63,15 +44,4 @@ try {
   console.log(`LIVE_MS ${Date.now() - t0}`);
   await page.waitForTimeout(300);
   await shot('11-canary');
-
-  const bad = consoleErrors.filter((e) => !/status of 40[145]|status of 501/.test(e));
-  check(bad.length === 0, `console errors: ${bad.join(' | ')}`);
-  console.log('DONE');
-} catch (e) {
-  await shot('19-canary-failure').catch(() => {});
-  console.error(`FAIL ${e.message}`);
-  if (consoleErrors.length) console.error(`console: ${consoleErrors.join(' | ')}`);
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});

@@ -4,34 +4,15 @@
 // Protocol on stdout: "READY" when the device page's live stream is open (the Go test then
 // publishes temperature=42.5 over MQTT), "CHART_MS <n>" when the value is on the chart, "DONE".
 // Any failure exits non-zero with the reason on stderr.
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { env, check, run } from './harness.mjs';
 
-const env = (k, d) => process.env[k] ?? d;
 const url = env('HUB_URL');
 const key = env('HUB_API_KEY');
 const id = env('DEVICE_ID');
 const name = env('DEVICE_NAME', id);
-const shots = env('ARTIFACTS', '.artifacts');
 const want = Number(env('WANT_VALUE', '42.5'));
-mkdirSync(shots, { recursive: true });
 
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-dev-shm-usage'],
-});
-const page = await browser.newPage({ viewport: { width: 1440, height: 1000 } });
-const consoleErrors = [];
-page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-page.on('pageerror', (e) => consoleErrors.push(String(e)));
-const shot = (n) => page.screenshot({ path: `${shots}/${n}.png`, fullPage: true });
-
-try {
+await run('99-failure', async ({ page, shot }) => {
   // Sign in.
   await page.goto(url, { waitUntil: 'domcontentloaded' });
   await page.waitForSelector('#api-key', { timeout: 10000 });
@@ -95,15 +76,4 @@ try {
   await page.goto(`${url}/#/simulations`);
   await page.waitForSelector('.card .notice, .card .jobs', { timeout: 10000 });
   await shot('05-simulations');
-
-  const bad = consoleErrors.filter((e) => !/status of 40[145]|status of 501/.test(e));
-  check(bad.length === 0, `console errors: ${bad.join(' | ')}`);
-  console.log('DONE');
-} catch (e) {
-  await shot('99-failure').catch(() => {});
-  console.error(`FAIL ${e.message}`);
-  if (consoleErrors.length) console.error(`console: ${consoleErrors.join(' | ')}`);
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+});
