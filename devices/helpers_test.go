@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -130,30 +129,6 @@ func mqttSubscribe(t *testing.T, c paho.Client, filter string, qos byte, fn paho
 	if tok := c.Subscribe(filter, qos, fn); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe %s: %v", filter, tok.Error())
 	}
-}
-
-// mqtt5Connect connects an MQTT 5 client; it returns the CONNACK even when refused.
-func mqtt5Connect(t *testing.T, h *hubtest.Hub, clientID, user, pass string, onPublish func(*paho5.Publish)) (*paho5.Client, *paho5.Connack, error) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", h.MQTTAddr(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := paho5.ClientConfig{Conn: conn}
-	if onPublish != nil {
-		cfg.OnPublishReceived = []func(paho5.PublishReceived) (bool, error){func(pr paho5.PublishReceived) (bool, error) {
-			onPublish(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho5.NewClient(cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho5.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
-	if err == nil {
-		t.Cleanup(func() { c.Disconnect(&paho5.Disconnect{}) })
-	}
-	return c, ca, err
 }
 
 // coapDial opens a CoAP client to the hub.

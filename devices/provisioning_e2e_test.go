@@ -89,7 +89,7 @@ func TestProvisioningOverMQTT(t *testing.T) {
 	// Refusals at CONNECT carry the reason (MQTT 5 Reason String).
 	refused := func(key, id, want string) {
 		t.Helper()
-		_, ca, err := mqtt5Connect(t, h, id, "provision", key, nil)
+		_, ca, err := h.MQTT5(t, id, "provision", key, nil)
 		if err == nil || ca == nil || ca.ReasonCode != 0x87 || !strings.Contains(ca.Properties.ReasonString, want) {
 			var rs string
 			if ca != nil {
@@ -111,7 +111,7 @@ func TestProvisioningOverMQTT(t *testing.T) {
 		t.Errorf("key after two claims: %+v; want uses 2 and no secret", got)
 	}
 	// Unknown devices never get in otherwise.
-	if _, ca, err := mqtt5Connect(t, h, "p3-003", "p3-003", "guess", nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
+	if _, ca, err := h.MQTT5(t, "p3-003", "p3-003", "guess", nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
 		t.Errorf("unprovisioned device connected: %+v %v", ca, err)
 	}
 }
@@ -123,7 +123,7 @@ func TestProvisioningClientIsConfined(t *testing.T) {
 	k := createKey(t, h, map[string]any{"max_uses": 5})
 	token := h.CreateDevice("victim", nil)
 	_ = token
-	c, ca, err := mqtt5Connect(t, h, "newbie", "provision", k.Key, nil)
+	c, ca, err := h.MQTT5(t, "newbie", "provision", k.Key, nil)
 	if err != nil {
 		t.Fatalf("connect: %v %+v", err, ca)
 	}

@@ -244,7 +244,7 @@ func TestShadowBadInput(t *testing.T) {
 		t.Errorf("after bad input: %+v; want the first desired state untouched", s)
 	}
 	// A device reporting something that is not an object is refused (and dead-lettered).
-	dev, ca, err := mqtt5Connect(t, h, "sb", "sb", token, nil)
+	dev, ca, err := h.MQTT5(t, "sb", "sb", token, nil)
 	if err != nil {
 		t.Fatalf("connect: %v %+v", err, ca)
 	}

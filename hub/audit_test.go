@@ -60,10 +60,10 @@ func TestAuditLog(t *testing.T) {
 	if code, _ := call(t, h, hubtest.APIKey, "POST", "/api/v1/devices/au1/token", nil); code != 200 {
 		t.Fatal("rotate")
 	}
-	if _, ca, err := mqtt5(t, h, "au1", "au1", "wrong-token", nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
+	if _, ca, err := h.MQTT5(t, "au1", "au1", "wrong-token", nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
 		t.Fatalf("MQTT with a wrong token: %v %+v", err, ca)
 	}
-	app, _, err := mqtt5(t, h, "aud-app", "app", keyA, nil)
+	app, _, err := h.MQTT5(t, "aud-app", "app", keyA, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

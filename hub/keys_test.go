@@ -197,7 +197,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	a.CreateDevice("rv1", nil)
 	var mu sync.Mutex
 	var got []string
-	c, ca, err := mqtt5(t, b, "rv-app", "app", secret, func(p *paho5.Publish) {
+	c, ca, err := b.MQTT5(t, "rv-app", "app", secret, func(p *paho5.Publish) {
 		mu.Lock()
 		got = append(got, p.Topic)
 		mu.Unlock()
@@ -235,7 +235,7 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	if slices.Contains(got, "devices/rv1/state/desired") {
 		t.Errorf("revoked key's session received %v", got)
 	}
-	if _, ca, err := mqtt5(t, b, "rv-app2", "app", secret, nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
+	if _, ca, err := b.MQTT5(t, "rv-app2", "app", secret, nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
 		t.Errorf("MQTT login with the revoked key: %v %+v, want refused 0x87", err, ca)
 	}
 }
@@ -248,11 +248,11 @@ func TestMQTTScopes(t *testing.T) {
 	h.CreateDevice("ms1", nil)
 	_, writer := newKey(t, h, "writer", "", "devices:write")
 	_, reader := newKey(t, h, "reader", "", "streams:read")
-	w, _, err := mqtt5(t, h, "w", "app", writer, nil)
+	w, _, err := h.MQTT5(t, "w", "app", writer, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _, err := mqtt5(t, h, "r", "app", reader, nil)
+	r, _, err := h.MQTT5(t, "r", "app", reader, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +284,7 @@ func TestMQTTScopes(t *testing.T) {
 			t.Errorf("%s: reason string %q, want it to name the missing scope", tt.name, reason)
 		}
 	}
-	if _, ca, err := mqtt5(t, h, "bad", "app", "tbk_0123456789abcdef_"+strings.Repeat("A", 43), nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
+	if _, ca, err := h.MQTT5(t, "bad", "app", "tbk_0123456789abcdef_"+strings.Repeat("A", 43), nil); err == nil || ca == nil || ca.ReasonCode != 0x87 {
 		t.Errorf("MQTT login with an unknown key: %v %+v, want refused 0x87", err, ca)
 	}
 	_ = fmt.Sprint()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,31 +61,6 @@ func newKey(t *testing.T, h *hubtest.Hub, name, tenant string, scopes ...string)
 		t.Fatalf("create key %s: %d %s", name, code, out.Error)
 	}
 	return out.ID, out.Secret
-}
-
-// mqtt5 connects an MQTT 5 client; onPublish receives what is delivered. The CONNACK is
-// returned even when refused.
-func mqtt5(t *testing.T, h *hubtest.Hub, clientID, user, pass string, onPublish func(*paho5.Publish)) (*paho5.Client, *paho5.Connack, error) {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", h.MQTTAddr(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := paho5.ClientConfig{Conn: conn}
-	if onPublish != nil {
-		cfg.OnPublishReceived = []func(paho5.PublishReceived) (bool, error){func(pr paho5.PublishReceived) (bool, error) {
-			onPublish(pr.Packet)
-			return true, nil
-		}}
-	}
-	c := paho5.NewClient(cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho5.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(pass), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
-	if err == nil {
-		t.Cleanup(func() { _ = c.Disconnect(&paho5.Disconnect{}) })
-	}
-	return c, ca, err
 }
 
 // subscribe5 subscribes and returns the SUBACK reason code.

@@ -108,7 +108,7 @@ func TestTenantIsolation(t *testing.T) {
 			}
 		}
 	}()
-	app, _, err := mqtt5(t, h, "acme-app", "app", keyA, func(p *paho5.Publish) { mq.add(strings.Split(p.Topic, "/")[1]) })
+	app, _, err := h.MQTT5(t, "acme-app", "app", keyA, func(p *paho5.Publish) { mq.add(strings.Split(p.Topic, "/")[1]) })
 	if err != nil {
 		t.Fatalf("MQTT app login with acme's key: %v", err)
 	}
@@ -130,11 +130,11 @@ func TestTenantIsolation(t *testing.T) {
 	}
 
 	// Traffic: both devices publish over MQTT; b1 also sends one bad message (a dead letter).
-	devA, _, err := mqtt5(t, h, "a1", "a1", tokA1, nil)
+	devA, _, err := h.MQTT5(t, "a1", "a1", tokA1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	devB, _, err := mqtt5(t, h, "b1", "b1", tokB1, nil)
+	devB, _, err := h.MQTT5(t, "b1", "b1", tokB1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
