@@ -126,9 +126,38 @@ func (c *Controller) newBuckets(name, tenant string, l devices.Limits) *buckets 
 // deviceBuckets returns the current buckets of device id, looking its profile up again when
 // the last lookup is older than refreshEvery.
 func (c *Controller) deviceBuckets(id string, now time.Time) *buckets {
-	v, ok := c.devices.Load(id)
+	return current(&c.devices, id, now, func(b *buckets) *buckets {
+		p := c.dir.Profile(id)
+		tenant := p.Tenant
+		if tenant == "" {
+			tenant = DefaultTenant
+		}
+		l := c.cfg.Device.Over(p.Type).Over(p.Device)
+		if b != nil && b.limits == l && b.tenant == tenant {
+			return b
+		}
+		return c.newBuckets("device "+id, tenant, l)
+	})
+}
+
+func (c *Controller) tenantBuckets(tenant string, now time.Time) *buckets {
+	return current(&c.tenants, tenant, now, func(b *buckets) *buckets {
+		l := c.tenantLimits(tenant)
+		if b != nil && b.limits == l {
+			return b
+		}
+		return c.newBuckets("tenant "+tenant, tenant, l)
+	})
+}
+
+// current returns the buckets cached under key in m, calling resolve (with the cached ones,
+// nil at first) when the last lookup is older than refreshEvery. One goroutine resolves at a
+// time; the others keep using what is cached meanwhile (keeping limits off the hot path's
+// lookups), except the very first time, when there is nothing to use yet.
+func current(m *sync.Map, key string, now time.Time, resolve func(*buckets) *buckets) *buckets {
+	v, ok := m.Load(key)
 	if !ok {
-		v, _ = c.devices.LoadOrStore(id, &entry{})
+		v, _ = m.LoadOrStore(key, &entry{})
 	}
 	e := v.(*entry)
 	last := e.resolved.Load()
@@ -140,41 +169,11 @@ func (c *Controller) deviceBuckets(id string, now time.Time) *buckets {
 			return b // another goroutine is looking it up
 		}
 	}
-	p := c.dir.Profile(id)
-	tenant := p.Tenant
-	if tenant == "" {
-		tenant = DefaultTenant
+	old := e.cur.Load()
+	b := resolve(old)
+	if b != old {
+		e.cur.Store(b)
 	}
-	l := c.cfg.Device.Over(p.Type).Over(p.Device)
-	if b := e.cur.Load(); b != nil && b.limits == l && b.tenant == tenant {
-		return b
-	}
-	b := c.newBuckets("device "+id, tenant, l)
-	e.cur.Store(b)
-	return b
-}
-
-func (c *Controller) tenantBuckets(tenant string, now time.Time) *buckets {
-	v, ok := c.tenants.Load(tenant)
-	if !ok {
-		v, _ = c.tenants.LoadOrStore(tenant, &entry{})
-	}
-	e := v.(*entry)
-	last := e.resolved.Load()
-	if b := e.cur.Load(); b != nil && now.UnixNano()-last < int64(refreshEvery) {
-		return b
-	}
-	if !e.resolved.CompareAndSwap(last, now.UnixNano()) {
-		if b := e.cur.Load(); b != nil {
-			return b
-		}
-	}
-	l := c.tenantLimits(tenant)
-	if b := e.cur.Load(); b != nil && b.limits == l {
-		return b
-	}
-	b := c.newBuckets("tenant "+tenant, tenant, l)
-	e.cur.Store(b)
 	return b
 }
 
