@@ -12,13 +12,10 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/tributary-iot/tributary/streams"
 
 	"github.com/tributary-iot/tributary/devices"
 )
@@ -103,43 +100,17 @@ func (s *KeySpec) validate(now time.Time) error {
 // Keys stores API keys and keeps every instance's view of them current through a KV watch, so
 // a revocation takes effect everywhere as soon as the watch delivers it (milliseconds).
 type Keys struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
-	now func() time.Time
-
-	mu   sync.RWMutex
-	byID map[string]keyRecord
+	*view[keyRecord] // by key ID
+	now              func() time.Time
 }
 
 // NewKeys opens (or creates) the bucket and loads every key.
 func NewKeys(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Keys, error) {
-	kv, err := openBucket(ctx, js, KeysBucket, "Tributary API keys (hashed)", replicas)
+	v, err := openView[keyRecord](ctx, js, KeysBucket, "Tributary API keys (hashed)", "API key", replicas, log.With("component", "auth"))
 	if err != nil {
 		return nil, err
 	}
-	k := &Keys{kv: kv, log: log.With("component", "auth"), now: time.Now, byID: map[string]keyRecord{}}
-	if err := streams.LoadBucket(ctx, kv, k.apply); err != nil {
-		return nil, err
-	}
-	return k, nil
-}
-
-// Run keeps the view current until ctx ends.
-func (k *Keys) Run(ctx context.Context) error { return streams.WatchBucket(ctx, k.kv, k.apply) }
-
-func (k *Keys) apply(e jetstream.KeyValueEntry) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(k.byID, e.Key())
-		return
-	}
-	var rec keyRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
-		k.log.Error("unreadable API key record", "key_id", e.Key(), "err", err)
-		return
-	}
-	k.byID[e.Key()] = rec
+	return &Keys{view: v, now: time.Now}, nil
 }
 
 // Create makes a key and returns it with its secret, which is not kept and cannot be shown
@@ -168,22 +139,17 @@ func (k *Keys) Create(ctx context.Context, spec KeySpec, createdBy string) (Key,
 	if _, err := k.kv.Create(ctx, id, data); err != nil {
 		return Key{}, "", fmt.Errorf("store API key %s: %w", id, err)
 	}
-	k.mu.Lock()
-	k.byID[id] = rec
-	k.mu.Unlock()
+	k.set(id, rec)
 	return rec.Key, secret, nil
 }
 
 // List returns every key (without secrets), oldest first; tenant != "" keeps that tenant's.
 func (k *Keys) List(tenant string) []Key {
-	k.mu.RLock()
-	out := make([]Key, 0, len(k.byID))
-	for _, rec := range k.byID {
-		if tenant == "" || rec.Tenant == tenant {
-			out = append(out, rec.Key)
-		}
+	recs := k.all(func(rec keyRecord) bool { return tenant == "" || rec.Tenant == tenant })
+	out := make([]Key, len(recs))
+	for i, rec := range recs {
+		out[i] = rec.Key
 	}
-	k.mu.RUnlock()
 	slices.SortFunc(out, func(a, b Key) int {
 		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
 			return c
@@ -195,9 +161,7 @@ func (k *Keys) List(tenant string) []Key {
 
 // Get returns one key.
 func (k *Keys) Get(id string) (Key, error) {
-	k.mu.RLock()
-	rec, ok := k.byID[id]
-	k.mu.RUnlock()
+	rec, ok := k.get(id)
 	if !ok {
 		return Key{}, fmt.Errorf("%w: API key %q", ErrNotFound, id)
 	}
@@ -213,9 +177,7 @@ func (k *Keys) Revoke(ctx context.Context, id string) (Key, error) {
 	if err := k.kv.Delete(ctx, id); err != nil {
 		return Key{}, fmt.Errorf("revoke API key %s: %w", id, err)
 	}
-	k.mu.Lock()
-	delete(k.byID, id)
-	k.mu.Unlock()
+	k.remove(id)
 	return key, nil
 }
 
@@ -226,9 +188,7 @@ func (k *Keys) Authenticate(secret string) (Principal, error) {
 	if !ok {
 		return Principal{}, ErrUnknownKey
 	}
-	k.mu.RLock()
-	rec, found := k.byID[id]
-	k.mu.RUnlock()
+	rec, found := k.get(id)
 	if !found || subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(rec.Hash)) != 1 {
 		return Principal{}, ErrUnknownKey
 	}
@@ -241,9 +201,7 @@ func (k *Keys) Authenticate(secret string) (Principal, error) {
 // Current returns the principal of key id while it is neither revoked nor expired; live
 // connections and browser tokens made with a key check it on use.
 func (k *Keys) Current(id string) (Principal, bool) {
-	k.mu.RLock()
-	rec, ok := k.byID[id]
-	k.mu.RUnlock()
+	rec, ok := k.get(id)
 	if !ok || (rec.ExpiresAt != nil && !k.now().Before(*rec.ExpiresAt)) {
 		return Principal{}, false
 	}

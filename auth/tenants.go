@@ -8,13 +8,10 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/tributary-iot/tributary/streams"
 
 	"github.com/tributary-iot/tributary/devices"
 )
@@ -83,43 +80,17 @@ func (s TenantSpec) validate() error {
 // Tenants stores tenants with a current in-memory view on every instance. The default tenant
 // always exists, without quotas unless it has been given some.
 type Tenants struct {
-	kv  jetstream.KeyValue
-	log *slog.Logger
-	now func() time.Time
-
-	mu     sync.RWMutex
-	byName map[string]Tenant
+	*view[Tenant] // by name
+	now           func() time.Time
 }
 
 // NewTenants opens (or creates) the bucket and loads every tenant.
 func NewTenants(ctx context.Context, js jetstream.JetStream, replicas int, log *slog.Logger) (*Tenants, error) {
-	kv, err := openBucket(ctx, js, TenantsBucket, "Tributary tenants", replicas)
+	v, err := openView[Tenant](ctx, js, TenantsBucket, "Tributary tenants", "tenant", replicas, log.With("component", "tenants"))
 	if err != nil {
 		return nil, err
 	}
-	t := &Tenants{kv: kv, log: log.With("component", "tenants"), now: time.Now, byName: map[string]Tenant{}}
-	if err := streams.LoadBucket(ctx, kv, t.apply); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// Run keeps the view current until ctx ends.
-func (t *Tenants) Run(ctx context.Context) error { return streams.WatchBucket(ctx, t.kv, t.apply) }
-
-func (t *Tenants) apply(e jetstream.KeyValueEntry) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(t.byName, e.Key())
-		return
-	}
-	var v Tenant
-	if err := json.Unmarshal(e.Value(), &v); err != nil {
-		t.log.Error("unreadable tenant record", "tenant", e.Key(), "err", err)
-		return
-	}
-	t.byName[e.Key()] = v
+	return &Tenants{view: v, now: time.Now}, nil
 }
 
 // Create stores a new tenant.
@@ -142,7 +113,7 @@ func (t *Tenants) Create(ctx context.Context, spec TenantSpec) (Tenant, error) {
 		}
 		return Tenant{}, fmt.Errorf("store tenant %s: %w", v.Name, err)
 	}
-	t.set(v)
+	t.set(v.Name, v)
 	return v, nil
 }
 
@@ -163,22 +134,14 @@ func (t *Tenants) Put(ctx context.Context, spec TenantSpec) (Tenant, error) {
 	if _, err := t.kv.Put(ctx, v.Name, data); err != nil {
 		return Tenant{}, fmt.Errorf("store tenant %s: %w", v.Name, err)
 	}
-	t.set(v)
+	t.set(v.Name, v)
 	return v, nil
-}
-
-func (t *Tenants) set(v Tenant) {
-	t.mu.Lock()
-	t.byName[v.Name] = v
-	t.mu.Unlock()
 }
 
 // Get returns a tenant; the default tenant always exists.
 func (t *Tenants) Get(name string) (Tenant, bool) {
 	name = Normalize(name)
-	t.mu.RLock()
-	v, ok := t.byName[name]
-	t.mu.RUnlock()
+	v, ok := t.get(name)
 	if !ok && name == DefaultTenant {
 		return Tenant{Name: DefaultTenant, Description: "everything that names no tenant"}, true
 	}
@@ -193,12 +156,7 @@ func (t *Tenants) Quotas(name string) Quotas {
 
 // List returns every tenant by name, the default one included.
 func (t *Tenants) List() []Tenant {
-	t.mu.RLock()
-	out := make([]Tenant, 0, len(t.byName)+1)
-	for _, v := range t.byName {
-		out = append(out, v)
-	}
-	t.mu.RUnlock()
+	out := t.all(func(Tenant) bool { return true })
 	if !slices.ContainsFunc(out, func(v Tenant) bool { return v.Name == DefaultTenant }) {
 		d, _ := t.Get(DefaultTenant)
 		out = append(out, d)
