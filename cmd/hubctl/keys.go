@@ -90,17 +90,9 @@ func (c *cli) keys(args []string) error {
 		if err := c.getJSON("/api/v1/keys", &out); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Keys))
-		for i, k := range out.Keys {
-			rows[i] = k.row()
-		}
-		return c.print(out, keyHeader, rows)
+		return c.print(out, keyHeader, rowsOf(out.Keys))
 	case "get":
-		var k apiKey
-		if err := c.getJSON("/api/v1/keys/"+url.PathEscape(pos[0]), &k); err != nil {
-			return err
-		}
-		return c.print(k, keyHeader, [][]string{k.row()})
+		return getOne[apiKey](c, "/api/v1/keys/"+url.PathEscape(pos[0]), keyHeader)
 	case "create":
 		data, err := c.request("POST", "/api/v1/keys", body)
 		if err != nil {
@@ -216,17 +208,9 @@ func (c *cli) tenants(args []string) error {
 		if err := c.getJSON("/api/v1/tenants", &out); err != nil {
 			return err
 		}
-		rows := make([][]string, len(out.Tenants))
-		for i, t := range out.Tenants {
-			rows[i] = t.row()
-		}
-		return c.print(out, tenantHeader, rows)
+		return c.print(out, tenantHeader, rowsOf(out.Tenants))
 	case "get":
-		var t tenant
-		if err := c.getJSON("/api/v1/tenants/"+url.PathEscape(pos[0]), &t); err != nil {
-			return err
-		}
-		return c.print(t, tenantHeader, [][]string{t.row()})
+		return getOne[tenant](c, "/api/v1/tenants/"+url.PathEscape(pos[0]), tenantHeader)
 	default:
 		body := map[string]any{"name": pos[0], "description": *desc, "quotas": quotas}
 		method, path := "POST", "/api/v1/tenants"
@@ -302,4 +286,24 @@ func (c *cli) audit(args []string) error {
 		rows[i] = []string{e.Time.Format(time.RFC3339), e.Type, e.Outcome, orDash(e.Protocol), orDash(e.Source), orDash(e.Principal), orDash(e.Tenant), reason}
 	}
 	return c.print(out, []string{"TIME", "TYPE", "OUTCOME", "PROTOCOL", "SOURCE", "PRINCIPAL", "TENANT", "REASON"}, rows)
+}
+
+// tableRow is an answer that prints as one table row.
+type tableRow interface{ row() []string }
+
+func rowsOf[T tableRow](items []T) [][]string {
+	rows := make([][]string, len(items))
+	for i, it := range items {
+		rows[i] = it.row()
+	}
+	return rows
+}
+
+// getOne reads one object at path and prints it as a one-row table (or JSON/YAML).
+func getOne[T tableRow](c *cli, path string, header []string) error {
+	var v T
+	if err := c.getJSON(path, &v); err != nil {
+		return err
+	}
+	return c.print(v, header, [][]string{v.row()})
 }
