@@ -259,6 +259,29 @@ func TestLeasesSpread(t *testing.T) {
 	}
 }
 
+// TestKindsSpreadSeparately: an instance holding a lease of another kind (the retention pass)
+// still gets its share of the rules: two rules on two instances run one on each.
+func TestKindsSpreadSeparately(t *testing.T) {
+	t.Parallel()
+	bus := streamstest.New(t)
+	l := newLog(t)
+	x := start(t, bus, "x")
+	for _, n := range []string{"retention", "rule.a", "rule.b"} {
+		hold(t, x, n, l)
+	}
+	eventually(t, 5*time.Second, func() bool { return len(x.s.Held()) == 3 }, "x holds %v, want all three", x.s.Held())
+	// y joins: counting all kinds together, x (3) would hand over one lease, possibly the
+	// retention one, and stop at 2 against 1 with both rules still on x.
+	y := start(t, bus, "y")
+	for _, n := range []string{"retention", "rule.a", "rule.b"} {
+		hold(t, y, n, l)
+	}
+	eventually(t, 15*time.Second, func() bool {
+		a, b := l.runner("rule.a"), l.runner("rule.b")
+		return a != "" && b != "" && a != b
+	}, "rule.a on %q, rule.b on %q; want one on each instance", l.runner("rule.a"), l.runner("rule.b"))
+}
+
 // TestNoGoroutineLeak runs the full cycle and checks the goroutines are gone. Not parallel, so
 // other tests' goroutines do not count.
 func TestNoGoroutineLeak(t *testing.T) {
