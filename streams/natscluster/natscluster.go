@@ -59,6 +59,10 @@ type node struct {
 
 // Start starts every node and returns once all accept clients and JetStream has a meta leader
 // and is current on each (or after 30 s, with an error).
+//
+// Ports left free are picked by the kernel and held until just before their node binds them,
+// but another process may still take one in that moment (an outgoing connection's ephemeral
+// port, say); a node that cannot listen makes Start try again with fresh ports, three times.
 func Start(opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("natscluster: Dir is required")
@@ -75,11 +79,49 @@ func Start(opts Options) (*Cluster, error) {
 	if opts.MaxStore == 0 {
 		opts.MaxStore = 1 << 30
 	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		var c *Cluster
+		if c, err = start(opts); err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, errListen) || attempt == 3 || opts.portsFixed() {
+			return nil, err
+		}
+		// Each attempt's nodes store under a fresh directory: a half-started node may have
+		// written its meta state, which names peers that will not come back.
+		opts.Dir = filepath.Join(opts.Dir, fmt.Sprintf("retry%d", attempt))
+	}
+}
+
+// portsFixed tells whether every client and route port was given, so a retry would bind the
+// same ports again.
+func (o Options) portsFixed() bool {
+	fixed := func(ports []int) bool {
+		if len(ports) < o.Nodes {
+			return false
+		}
+		for _, p := range ports[:o.Nodes] {
+			if p == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	return fixed(o.ClientPorts) && fixed(o.RoutePorts)
+}
+
+// errListen marks a node that could not open its listeners.
+var errListen = errors.New("cannot listen")
+
+func start(opts Options) (*Cluster, error) {
+	held := &reservations{}
+	defer held.release()
 	port := func(ports []int, i int) (int, error) {
 		if i < len(ports) && ports[i] != 0 {
 			return ports[i], nil
 		}
-		return freePort(opts.Host)
+		return held.reserve(i, opts.Host)
 	}
 	c := &Cluster{opts: opts}
 	routes := make([]string, opts.Nodes)
@@ -102,7 +144,6 @@ func Start(opts Options) (*Cluster, error) {
 			JetStreamMaxMemory: 64 << 20,
 			JetStreamMaxStore:  opts.MaxStore,
 			NoSigs:             true,
-			NoLog:              opts.Logger == nil,
 			Cluster:            server.ClusterOpts{Name: opts.Name, Host: opts.Host, Port: rp},
 		}
 		if i < len(opts.MonitorPorts) && opts.MonitorPorts[i] != 0 {
@@ -121,6 +162,7 @@ func Start(opts Options) (*Cluster, error) {
 		n.opts.Routes = server.RoutesFromStr(strings.Join(others, ","))
 	}
 	for i := range c.nodes {
+		held.releaseNode(i)
 		if err := c.startNode(i); err != nil {
 			c.Close()
 			return nil, err
@@ -155,19 +197,67 @@ func (c *Cluster) startNode(i int) error {
 	if err != nil {
 		return fmt.Errorf("natscluster: %s: %w", n.name, err)
 	}
-	if c.opts.Logger != nil {
-		srv.SetLoggerV2(c.opts.Logger, false, false, false)
-	}
+	// The server reports a listener it cannot open only through its logger (Fatalf); watch
+	// for that so a taken port fails the start at once rather than after the whole wait.
+	logger := &fatalWatch{next: c.opts.Logger}
+	srv.SetLoggerV2(logger, false, false, false)
 	srv.Start()
-	if !srv.ReadyForConnections(15 * time.Second) {
-		srv.Shutdown()
-		return fmt.Errorf("natscluster: %s not accepting clients after 15s", n.name)
+	for deadline := time.Now().Add(15 * time.Second); !srv.ReadyForConnections(50 * time.Millisecond); {
+		if msg := logger.fatal(); msg != "" || time.Now().After(deadline) {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			if msg == "" {
+				return fmt.Errorf("natscluster: %s not accepting clients after 15s", n.name)
+			}
+			return fmt.Errorf("natscluster: %s: %s: %w", n.name, msg, errListen)
+		}
 	}
 	c.mu.Lock()
 	n.srv = srv
 	c.mu.Unlock()
 	return nil
 }
+
+// fatalWatch is a server.Logger that remembers the first fatal message and passes every
+// warning and error on to next, when set.
+type fatalWatch struct {
+	next server.Logger
+	mu   sync.Mutex
+	msg  string
+}
+
+func (l *fatalWatch) fatal() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msg
+}
+
+func (l *fatalWatch) Fatalf(format string, v ...any) {
+	l.mu.Lock()
+	if l.msg == "" {
+		l.msg = fmt.Sprintf(format, v...)
+	}
+	l.mu.Unlock()
+	if l.next != nil {
+		l.next.Errorf(format, v...) // the next logger's Fatalf may exit the process
+	}
+}
+
+func (l *fatalWatch) Errorf(format string, v ...any) {
+	if l.next != nil {
+		l.next.Errorf(format, v...)
+	}
+}
+
+func (l *fatalWatch) Warnf(format string, v ...any) {
+	if l.next != nil {
+		l.next.Warnf(format, v...)
+	}
+}
+
+func (l *fatalWatch) Noticef(string, ...any) {}
+func (l *fatalWatch) Debugf(string, ...any)  {}
+func (l *fatalWatch) Tracef(string, ...any)  {}
 
 // URL lists every node's client URL, comma-separated: what --nats-url takes.
 func (c *Cluster) URL() string {
@@ -276,11 +366,32 @@ func (c *Cluster) Close() {
 	}
 }
 
-func freePort(host string) (int, error) {
+// reservations hold the listeners of ports picked for nodes until each node binds them.
+type reservations struct {
+	byNode map[int][]net.Listener
+}
+
+func (r *reservations) reserve(node int, host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("natscluster: free port: %w", err)
 	}
-	defer l.Close()
+	if r.byNode == nil {
+		r.byNode = map[int][]net.Listener{}
+	}
+	r.byNode[node] = append(r.byNode[node], l)
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (r *reservations) releaseNode(node int) {
+	for _, l := range r.byNode[node] {
+		l.Close()
+	}
+	delete(r.byNode, node)
+}
+
+func (r *reservations) release() {
+	for node := range r.byNode {
+		r.releaseNode(node)
+	}
 }

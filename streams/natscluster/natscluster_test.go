@@ -3,6 +3,8 @@ package natscluster_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +85,23 @@ func TestClusterSurvivesOneNode(t *testing.T) {
 func TestStartNeedsDir(t *testing.T) {
 	if _, err := natscluster.Start(natscluster.Options{}); err == nil {
 		t.Fatal("Start without Dir: no error")
+	}
+}
+
+// A port that is taken fails the start at once with the listener's error, not after a wait.
+func TestStartPortTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	began := time.Now()
+	_, err = natscluster.Start(natscluster.Options{Nodes: 1, Dir: t.TempDir(), ClientPorts: []int{taken}, RoutePorts: []int{0}})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start on a taken port: %v, want an error naming the address in use", err)
+	}
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("Start on a taken port took %v", took)
 	}
 }
