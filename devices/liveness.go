@@ -71,6 +71,11 @@ type presenceRecord struct {
 	// Conn is the MQTT connection's establishment time, so that a late disconnection of an
 	// older connection does not undo a newer one.
 	Conn time.Time `json:"conn,omitzero"`
+	// By and Reason are the instance that made the last status change and why: with Status
+	// and Since they are that change's status event, so another instance can publish it again
+	// when By died between writing the record and publishing the event (see announceLost).
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func (p presenceRecord) public() Presence {
@@ -161,7 +166,10 @@ type Liveness struct {
 	seen   map[string]seenCall // CoAP requests not yet written
 	events []connEvent         // MQTT connections, in order
 	heard  map[string]time.Time
-	wake   chan struct{}
+	// announced holds the silent instances whose last status changes announceLost has
+	// published again.
+	announced map[string]bool
+	wake      chan struct{}
 }
 
 type presenceState struct {
@@ -203,7 +211,8 @@ func newLiveness(ctx context.Context, js jetstream.JetStream, reg *Registry, typ
 		cfg: cfg, kv: kv, pub: pub, reg: reg, types: types, log: log, now: time.Now,
 		instance: NewToken()[:12],
 		view:     map[string]*presenceState{}, seen: map[string]seenCall{}, heard: map[string]time.Time{},
-		wake: make(chan struct{}, 1),
+		announced: map[string]bool{},
+		wake:      make(chan struct{}, 1),
 	}
 	if err := streams.LoadBucket(ctx, kv, l.apply); err != nil {
 		return nil, err
@@ -240,6 +249,7 @@ func (l *Liveness) apply(e jetstream.KeyValueEntry) {
 			at = t // an initial value: it was written then, not now
 		}
 		l.heard[inst] = at
+		delete(l.announced, inst)
 		return
 	}
 	if e.Operation() != jetstream.KeyValuePut {
@@ -543,6 +553,7 @@ func (l *Liveness) sighted(ctx context.Context, id string, s seenCall) {
 // of instances that stopped sending heartbeats.
 func (l *Liveness) sweep(ctx context.Context) {
 	now := l.now()
+	l.announceLost(ctx, now)
 	type cand struct {
 		id       string
 		lastSeen time.Time
@@ -604,6 +615,44 @@ func (l *Liveness) sweep(ctx context.Context) {
 	}
 }
 
+// resendWindow bounds how old a status change announceLost publishes again: well inside the IOT
+// stream's duplicate window (2 minutes), so an event that did go out is dropped as a duplicate.
+const resendWindow = time.Minute
+
+// announceLost publishes again the status events of the recent status changes made by instances
+// that stopped heartbeating: an instance killed between writing a record and publishing its
+// event would otherwise leave that event out of the stream for good. Events that were published
+// are dropped by the stream as duplicates (same message ID); every live instance may do this.
+func (l *Liveness) announceLost(ctx context.Context, now time.Time) {
+	type change struct {
+		id  string
+		rec presenceRecord
+	}
+	var redo []change
+	l.mu.Lock()
+	lost := map[string]bool{}
+	for inst, at := range l.heard {
+		if inst != l.instance && !l.announced[inst] && now.Sub(at) > 4*l.cfg.HeartbeatInterval {
+			lost[inst] = true
+			l.announced[inst] = true
+		}
+	}
+	if len(lost) > 0 {
+		for id, st := range l.view {
+			if lost[st.rec.By] && now.Sub(st.rec.Since) < resendWindow {
+				redo = append(redo, change{id, st.rec})
+			}
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range redo {
+		l.publish(ctx, c.id, c.rec)
+	}
+	if len(redo) > 0 {
+		l.log.Info("status events of a lost hub instance published again", "count", len(redo))
+	}
+}
+
 // write changes device id's record with optimistic concurrency, and publishes a status event
 // when the status changed. change returns false to leave the record alone.
 func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur presenceRecord, exists bool) (presenceRecord, bool)) {
@@ -641,8 +690,12 @@ func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur
 		if !ok {
 			return
 		}
+		announce := next.Status != was && (was != "" || next.Status == StatusOnline)
 		if next.Status != was {
-			next.Since = l.now().UTC()
+			next.Since, next.By, next.Reason = l.now().UTC(), "", ""
+		}
+		if announce {
+			next.By, next.Reason = l.instance, reason
 		}
 		next.LastSeen = next.LastSeen.UTC()
 		data, _ := json.Marshal(next)
@@ -673,20 +726,22 @@ func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur
 		}
 		st.written = l.now()
 		l.mu.Unlock()
-		if next.Status != was && (was != "" || next.Status == StatusOnline) {
-			l.publish(ctx, id, next, reason, newRev)
+		if announce {
+			l.publish(ctx, id, next)
 		}
 		return
 	}
 	l.log.Warn("device status not written: too many concurrent changes", "device", id)
 }
 
-// publish sends a status event on devices/{id}/status.
-func (l *Liveness) publish(ctx context.Context, id string, rec presenceRecord, reason string, rev uint64) {
-	ev := StatusEvent{Status: rec.Status, Protocol: rec.Protocol, RemoteAddr: rec.RemoteAddr, At: rec.Since, Reason: reason}
+// publish sends the status event of rec's last status change on devices/{id}/status. Its
+// message ID comes from the change's time, so publishing it twice (two instances, or a resend
+// by announceLost) stores it once within the stream's duplicate window.
+func (l *Liveness) publish(ctx context.Context, id string, rec presenceRecord) {
+	ev := StatusEvent{Status: rec.Status, Protocol: rec.Protocol, RemoteAddr: rec.RemoteAddr, At: rec.Since, Reason: rec.Reason}
 	data, _ := json.Marshal(ev)
 	env := &streams.Envelope{
-		ID:          fmt.Sprintf("status-%s-%d", id, rev),
+		ID:          fmt.Sprintf("status-%s-%d", id, rec.Since.UnixNano()),
 		DeviceID:    id,
 		Topic:       StatusTopic(id),
 		ContentType: "application/json",
@@ -711,8 +766,8 @@ func (l *Liveness) forget(ctx context.Context, id string) {
 	}
 	if st != nil && st.rec.Status == StatusOnline {
 		rec := st.rec
-		rec.Status, rec.Since = StatusOffline, l.now().UTC()
-		l.publish(ctx, id, rec, "deleted", st.rev+1)
+		rec.Status, rec.Since, rec.By, rec.Reason = StatusOffline, l.now().UTC(), l.instance, "deleted"
+		l.publish(ctx, id, rec)
 	}
 }
 
