@@ -242,6 +242,7 @@ func (l *Liveness) apply(e jetstream.KeyValueEntry) {
 	if inst, ok := strings.CutPrefix(key, instancePrefix); ok {
 		if e.Operation() != jetstream.KeyValuePut {
 			delete(l.heard, inst)
+			delete(l.announced, inst)
 			return
 		}
 		at := l.now()
