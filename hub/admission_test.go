@@ -417,28 +417,10 @@ func TestAuthThrottledPerSourceAddress(t *testing.T) {
 
 	// DTLS handshakes from the attacker's address are refused before any cryptography; from
 	// another address the device's pre-shared key works.
-	dtlsPost := func(local string) (codes.Code, error) {
-		c, err := coapdtls.Dial(h.CoAPSAddr(), coapdtls.NewDTLSClientOptions(
-			piondtls.WithPSK(func([]byte) ([]byte, error) { return coap.PSKFromToken(token), nil }),
-			piondtls.WithPSKIdentityHint([]byte("d1")),
-			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
-		), options.WithDialer(&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(local)}}), options.WithErrors(func(error) {}))
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		resp, err := c.Post(ctx, "/devices/d1/telemetry", message.AppJSON, strings.NewReader(`{"via":"dtls"}`))
-		if err != nil {
-			return 0, err
-		}
-		return resp.Code(), nil
-	}
-	if code, err := dtlsPost(attacker); err == nil {
+	if code, err := dtlsPost(h, attacker, "d1", coap.PSKFromToken(token)); err == nil {
 		t.Errorf("a DTLS session from the throttled address was established (answer %v), want the handshake refused", code)
 	}
-	if code, err := dtlsPost(other); err != nil || code != codes.Changed {
+	if code, err := dtlsPost(h, other, "d1", coap.PSKFromToken(token)); err != nil || code != codes.Changed {
 		t.Errorf("DTLS from another address: %v, %v; want 2.04", code, err)
 	}
 
@@ -450,6 +432,60 @@ func TestAuthThrottledPerSourceAddress(t *testing.T) {
 	}, "the right token is still refused after the window")
 	if !strings.Contains(metricsText(t, h), `tributary_admission_refused_total{protocol="mqtt",reason="auth_throttled"}`) {
 		t.Error("/metrics lacks the throttled MQTT connections")
+	}
+}
+
+// dtlsPost posts one message for device id over a fresh DTLS session with psk from the local
+// address, returning the answer's code or the handshake's error.
+func dtlsPost(h *hubtest.Hub, local, id string, psk []byte) (codes.Code, error) {
+	c, err := coapdtls.Dial(h.CoAPSAddr(), coapdtls.NewDTLSClientOptions(
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return psk, nil }),
+		piondtls.WithPSKIdentityHint([]byte(id)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8),
+	), options.WithDialer(&net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(local)}}), options.WithErrors(func(error) {}))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := c.Post(ctx, "/devices/"+id+"/telemetry", message.AppJSON, strings.NewReader(`{"via":"dtls"}`))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Code(), nil
+}
+
+// TestDTLSHandshakeFailuresThrottled: DTLS handshakes that fail (here: unknown PSK identities)
+// count as failed logins of their source address and are audited with it, so after the
+// allowed failures even a device's right key is refused from there, while another address
+// still connects.
+func TestDTLSHandshakeFailuresThrottled(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t, func(c *hub.Config) { c.AuthMaxFailures = 3; c.AuthFailureWindow = 5 * time.Second })
+	token := h.CreateDevice("d1", nil)
+	const attacker, other = "127.0.0.4", "127.0.0.5"
+	for i := range 3 {
+		if code, err := dtlsPost(h, attacker, fmt.Sprintf("nobody-%d", i), coap.PSKFromToken(token)); err == nil {
+			t.Fatalf("unknown identity %d: answered %v, want the handshake to fail", i, code)
+		}
+	}
+	// The server reports a failed handshake after the client has its alert: wait for all three.
+	var failed []auditEvent
+	hubtest.Eventually(t, 5*time.Second, func() bool {
+		failed = failed[:0]
+		for _, e := range readAudit(t, h, hubtest.APIKey, "type=login") {
+			if e.Protocol == "coaps" && strings.HasPrefix(e.Source, attacker+":") && strings.Contains(e.Reason, "DTLS handshake failed: unknown PSK identity") {
+				failed = append(failed, e)
+			}
+		}
+		return len(failed) == 3
+	}, "audited failed handshakes from %s: %+v, want 3", attacker, failed)
+	if code, err := dtlsPost(h, attacker, "d1", coap.PSKFromToken(token)); err == nil {
+		t.Errorf("the right key after 3 failed handshakes from the same address: answered %v, want the handshake refused", code)
+	}
+	if code, err := dtlsPost(h, other, "d1", coap.PSKFromToken(token)); err != nil || code != codes.Changed {
+		t.Errorf("the right key from another address: %v, %v; want 2.04", code, err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/udp/client"
 	udpServer "github.com/plgd-dev/go-coap/v3/udp/server"
 
+	"github.com/tributary-iot/tributary/audit"
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/protocols"
 	"github.com/tributary-iot/tributary/streams"
@@ -335,14 +337,45 @@ func (s *Server) periodicRunner(ctx context.Context) func(func(time.Time) bool) 
 // coapError receives go-coap's errors: almost all are caused by peers (malformed datagrams,
 // failed handshakes, vanished clients), so they are logged at debug level.
 func (s *Server) coapError(err error) {
-	var he *piondtls.HandshakeError
-	if s.handshakes != nil && errors.As(err, &he) {
-		// go-coap reports it as "<remote address>: <error>".
-		remote, _, _ := strings.Cut(err.Error(), ": ")
-		s.handshakes.Failed(remote, he)
+	if remote, ok := failedHandshake(err); ok && s.handshakes != nil {
+		s.handshakes.Failed(remote, err)
+		// A failed handshake is a failed login (an unknown PSK identity, a refused certificate),
+		// throttled per source address like wrong tokens.
+		if s.adm != nil {
+			s.adm.Auth().Failed(protocolName, remote)
+		}
+		s.audit(context.Background(), audit.Event{Type: audit.TypeLogin, Outcome: audit.Failure, Protocol: "coaps",
+			Source: remote, Reason: "DTLS handshake failed: " + handshakeReason(err)})
 		return
 	}
 	s.log.Debug("coap", "err", err)
+}
+
+// failedHandshake recognises a failed DTLS handshake among go-coap's errors and finds the peer's
+// address in it. go-coap reports it as "dtls: <remote address>: ...: handshake error: ...", and
+// the error chain may be flattened to text on the way (when closing the connection fails too),
+// so the text is what is read.
+func failedHandshake(err error) (remote string, ok bool) {
+	var he *piondtls.HandshakeError
+	msg := err.Error()
+	if !errors.As(err, &he) && !strings.Contains(msg, "handshake error: ") {
+		return "", false
+	}
+	msg = strings.TrimPrefix(msg, "dtls: ")
+	remote, _, _ = strings.Cut(msg, ": ")
+	if _, _, err := net.SplitHostPort(remote); err != nil {
+		return "", false
+	}
+	return remote, true
+}
+
+// handshakeReason is the part of a failed handshake's error after "handshake error: ".
+func handshakeReason(err error) string {
+	msg := err.Error()
+	if _, reason, ok := strings.Cut(msg, "handshake error: "); ok {
+		return strings.TrimSuffix(reason, "]")
+	}
+	return msg
 }
 
 // connState is the server's view of one peer (a UDP source address or a DTLS session).

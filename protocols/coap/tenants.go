@@ -89,7 +89,9 @@ func (s *Server) audit(ctx context.Context, e audit.Event) {
 	if !ok {
 		return
 	}
-	e.Protocol = protocolName
+	if e.Protocol == "" {
+		e.Protocol = protocolName
+	}
 	if cs, ok := ctx.Value(sourceKey{}).(*connState); ok {
 		e.Source = cs.cc.RemoteAddr().String()
 		if cs.isDTLS {
