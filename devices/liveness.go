@@ -728,7 +728,11 @@ func (l *Liveness) write(ctx context.Context, id, reason string, change func(cur
 		st.written = l.now()
 		l.mu.Unlock()
 		if announce {
-			l.publish(ctx, id, next)
+			// The record is written: its event must go out even when the hub is stopping
+			// (Run's context ends while a change is in flight), or subscribers never see it.
+			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			l.publish(pctx, id, next)
+			cancel()
 		}
 		return
 	}
