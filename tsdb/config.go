@@ -34,7 +34,9 @@ type Config struct {
 	// memory (default 4 × BatchSize; at least BatchSize).
 	MaxAckPending int `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// AckWait is how long JetStream waits for an acknowledgement before redelivering (default
-	// 30s). Messages held through an outage are kept alive with progress acknowledgements.
+	// 10s): when an instance dies, its unwritten messages reach the other writers after this.
+	// Messages held through an outage or a slow write are kept alive with progress
+	// acknowledgements every AckWait/3, so a short AckWait costs no redeliveries.
 	AckWait time.Duration `yaml:"ack_wait" json:"ack_wait"`
 	// WriteTimeout bounds one write request (default 10s).
 	WriteTimeout time.Duration `yaml:"write_timeout" json:"write_timeout"`
@@ -74,7 +76,7 @@ func (c *Config) setDefaults() {
 		c.MaxAckPending = 4 * c.BatchSize
 	}
 	def(&c.FlushInterval, 100*time.Millisecond)
-	def(&c.AckWait, 30*time.Second)
+	def(&c.AckWait, 10*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.MinBackoff, 100*time.Millisecond)
 	def(&c.MaxBackoff, 30*time.Second)
