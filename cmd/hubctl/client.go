@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -22,6 +24,7 @@ type cli struct {
 	stdout, stderr io.Writer
 	server, apiKey string
 	configPath     string
+	caCert         string // PEM file of the CA that signed the hub's HTTPS certificate
 	output         string
 	http           *http.Client
 }
@@ -82,6 +85,7 @@ func (c *cli) flags(name string) *flag.FlagSet {
 	fs.StringVar(&c.server, "server", "", "hub URL")
 	fs.StringVar(&c.apiKey, "api-key", "", "API key")
 	fs.StringVar(&c.configPath, "config", "", "config file")
+	fs.StringVar(&c.caCert, "cacert", "", "CA certificate file for an HTTPS hub")
 	fs.StringVar(&c.output, "o", "", "output format")
 	fs.StringVar(&c.output, "output", "", "output format")
 	return fs
@@ -125,6 +129,7 @@ func (c *cli) checkOutput(formats ...string) error {
 type config struct {
 	Server string `yaml:"server"`
 	APIKey string `yaml:"api_key"`
+	CACert string `yaml:"cacert"`
 }
 
 // connect settles the server and key: flags, then HUB_URL/HUB_API_KEY, then the config file.
@@ -170,9 +175,36 @@ func (c *cli) connect() error {
 		return usageErrorf("no API key: use --api-key, HUB_API_KEY or api_key in %s", path)
 	}
 	if c.http == nil {
-		c.http = &http.Client{Timeout: 60 * time.Second}
+		transport, err := transportFor(first(c.caCert, os.Getenv("HUB_CACERT"), file.CACert))
+		if err != nil {
+			return err
+		}
+		c.http = &http.Client{Timeout: 60 * time.Second, Transport: transport}
 	}
 	return nil
+}
+
+// transportFor is the HTTP transport trusting the CA certificates in the PEM file caFile as
+// well as the system's ("" : the system's only), for hubs whose certificate a private CA
+// signed.
+func transportFor(caFile string) (http.RoundTripper, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile == "" {
+		return t, nil
+	}
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, usageErrorf("--cacert: %v", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, usageErrorf("--cacert %s: no PEM certificate in it", caFile)
+	}
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return t, nil
 }
 
 // request sends an API request; body is JSON-encoded unless it is []byte. It returns the

@@ -58,11 +58,14 @@ Global flags (anywhere on the line):
   --server URL     hub URL (env HUB_URL; default http://localhost:8080)
   --api-key KEY    API key (env HUB_API_KEY)
   --config FILE    config file (env HUBCTL_CONFIG; default ~/.config/tributary/hubctl.yaml)
+  --cacert FILE    PEM CA certificate(s) to trust for an https:// hub besides the system's
+                   (env HUB_CACERT)
   -o FORMAT        table (default), json, yaml or csv; tail: pretty or json
 
 Config file (YAML):
   server: http://hub.example:8080
   api_key: tb_...
+  cacert: /etc/tributary/ca.pem   # optional
 
 Exit codes: 0 ok, 1 server or API error, 2 usage error, 3 not found.
 `

@@ -16,7 +16,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/tlsconf/tlstest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -331,5 +333,44 @@ func TestSparkline(t *testing.T) {
 		if got := sparkline(tt.in, tt.w); got != tt.want {
 			t.Errorf("sparkline(%v, %d) = %q, want %q", tt.in, tt.w, got, tt.want)
 		}
+	}
+}
+
+// TestCACert: against a hub serving HTTPS with a private CA's certificate, hubctl fails with a
+// clear certificate error on its own and works with --cacert, HUB_CACERT or cacert in its config
+// file; a file without a certificate is a usage error.
+func TestCACert(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "private CA")
+	certFile, keyFile := ca.Server(t, "hub").WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "ca.pem")
+	tlstest.WriteFile(t, caFile, ca.PEM)
+	h := hubtest.Start(t, func(c *hub.Config) {
+		c.HTTPSAddr = "127.0.0.1:0"
+		c.TLSCert, c.TLSKey = certFile, keyFile
+	})
+	h.CreateDevice("tls1", nil)
+	t.Setenv("HUB_URL", "https://"+h.HTTPSAddr())
+	t.Setenv("HUB_API_KEY", hubtest.APIKey)
+
+	if out, code := hubctl(t, "devices", "list"); code != exitAPI || !strings.Contains(out, "certificate signed by unknown authority") {
+		t.Errorf("without --cacert: exit %d\n%s\nwant 1 and the certificate error", code, out)
+	}
+	if out, code := hubctl(t, "devices", "list", "--cacert", caFile); code != exitOK || !strings.Contains(out, "tls1") {
+		t.Errorf("with --cacert: exit %d\n%s", code, out)
+	}
+	t.Setenv("HUB_CACERT", caFile)
+	if out, code := hubctl(t, "devices", "get", "tls1"); code != exitOK || !strings.Contains(out, "tls1") {
+		t.Errorf("with HUB_CACERT: exit %d\n%s", code, out)
+	}
+	t.Setenv("HUB_CACERT", "")
+	cfg := filepath.Join(dir, "hubctl.yaml")
+	tlstest.WriteFile(t, cfg, []byte("cacert: "+caFile+"\n"))
+	if out, code := hubctl(t, "devices", "list", "--config", cfg); code != exitOK || !strings.Contains(out, "tls1") {
+		t.Errorf("with cacert in the config file: exit %d\n%s", code, out)
+	}
+	if out, code := hubctl(t, "devices", "list", "--cacert", cfg); code != exitUsage || !strings.Contains(out, "no PEM certificate") {
+		t.Errorf("--cacert naming a file without a certificate: exit %d\n%s\nwant 2 and what is wrong", code, out)
 	}
 }

@@ -60,7 +60,7 @@ func (c *cli) tail(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	stream := &http.Client{} // no timeout: the stream is long-lived
+	stream := &http.Client{Transport: c.http.Transport} // no timeout: the stream is long-lived
 	last := *since
 	printed := 0
 	backoff := 500 * time.Millisecond
