@@ -256,3 +256,88 @@ func TestOutliersHopping(t *testing.T) {
 		t.Fatalf("outliers %v, want d03@0s, d03@1m0s%s", found, summary(got))
 	}
 }
+
+// TestSeriesHistoriesExpire: the spike history of a device that stops reporting is dropped once
+// the watermark is a day past its last window (the TTL for a 30-point history of 1-minute
+// windows), so the engine's groups and snapshot shrink to the devices still reporting; a device
+// that comes back starts a fresh history, and the others' scores are as if nothing expired.
+// Expiry follows event time, so restoring a snapshot anywhere changes nothing.
+func TestSeriesHistoriesExpire(t *testing.T) {
+	const q = `SELECT device, spike(temp, 0.99, 30).score AS s FROM 'devices/+/telemetry' GROUP BY device, TUMBLING(1m)`
+	r, err := Compile("r", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(3, 3))
+	var events []window.Event
+	add := func(at time.Duration, dev string) {
+		events = append(events, window.Event{Time: t0.Add(at), Device: dev,
+			Fields: map[string]any{"temp": 20 + rnd.NormFloat64()}, Seq: uint64(len(events) + 1)})
+	}
+	// 100 devices for an hour, then only 10 of them, every 10 minutes for 26 hours; then
+	// device d99 comes back.
+	for m := range 60 {
+		for d := range 100 {
+			add(time.Duration(m)*time.Minute, fmt.Sprintf("d%02d", d))
+		}
+	}
+	for m := 60; m < 26*60; m += 10 {
+		for d := range 10 {
+			add(time.Duration(m)*time.Minute, fmt.Sprintf("d%02d", d))
+		}
+	}
+	half := len(events)
+	back := 26*time.Hour + 5*time.Minute
+	for i := range 40 {
+		add(back+time.Duration(i)*time.Minute, "d99")
+		add(back+time.Duration(i)*time.Minute, "d00")
+	}
+
+	e, err := window.New(r.Plan, window.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before []byte
+	var results []window.Result
+	for i, ev := range events {
+		if i == 6000 { // the end of the first hour
+			before, _ = e.Snapshot()
+		}
+		if i == half {
+			if g := e.Stats().Groups; g != 10 {
+				t.Errorf("a day after 90 devices went silent the engine holds %d groups, want the 10 still reporting", g)
+			}
+			after, _ := e.Snapshot()
+			t.Logf("snapshot with 100 devices' histories %d bytes; after 90 expired %d bytes", len(before), len(after))
+			if len(after)*5 > len(before) {
+				t.Errorf("snapshot %d bytes after 90 of 100 histories expired, was %d", len(after), len(before))
+			}
+		}
+		res, _ := e.Process(ev)
+		results = append(results, res...)
+	}
+	results = append(results, e.Flush()...)
+
+	// d99's results after its return equal a fresh engine's over the same readings.
+	fresh := run(t, q, slices.DeleteFunc(slices.Clone(events[half:]), func(ev window.Event) bool { return ev.Device != "d99" }), -1)
+	var got []window.Result
+	for _, res := range results {
+		if res.Group["device"] == "d99" && !res.WindowStart.Before(t0.Add(back)) {
+			got = append(got, res)
+		}
+	}
+	if !reflect.DeepEqual(scores(got), scores(fresh)) {
+		t.Errorf("returning device: %s\nwant a fresh history's %s", summary(got), summary(fresh))
+	}
+	// d00, reporting throughout, scores as if it had been alone.
+	alone := run(t, q, slices.DeleteFunc(slices.Clone(events), func(ev window.Event) bool { return ev.Device != "d00" }), -1)
+	if d00 := slices.DeleteFunc(slices.Clone(results), func(r window.Result) bool { return r.Group["device"] != "d00" }); !reflect.DeepEqual(scores(d00), scores(alone)) {
+		t.Errorf("device d00 scores differ from its own run")
+	}
+	// Restoring anywhere, also across the expiry, gives the same results.
+	for _, at := range []int{6000, half - 1, half + 1} {
+		if again := run(t, q, events, at); !reflect.DeepEqual(scores(again), scores(results)) {
+			t.Fatalf("snapshot at event %d changes the results", at)
+		}
+	}
+}

@@ -172,10 +172,13 @@ type Engine struct {
 	row     Row
 	out     []Result
 
-	series   []bool       // per aggregate: a series function
-	recs     [][]Value    // series functions' records of the current row
-	pending  []pendingRow // rows awaiting their fleet verdict (Plan.Fleet)
-	outliers *anomaly.Outliers
+	series []bool // per aggregate: a series function
+	// seriesTTL is how long, in event time, a group's series histories outlive its last
+	// closed window before the group is dropped (see initSeries).
+	seriesTTL int64
+	recs      [][]Value    // series functions' records of the current row
+	pending   []pendingRow // rows awaiting their fleet verdict (Plan.Fleet)
+	outliers  *anomaly.Outliers
 }
 
 // group is the state of one group key.
@@ -192,6 +195,7 @@ type group struct {
 	closedEnd int64         // SESSION: end of the last closed session
 	ord       uint64        // COUNTWINDOW: ordinal of the current window
 	series    []SeriesState // series functions' states, by aggregate index; nil without
+	seen      int64         // series: end of the group's last closed window (see seriesTTL)
 
 	timer int64 // watermark at which this group has work; never if none
 	hidx  int   // index in the timer heap; -1 if not in it
@@ -383,9 +387,15 @@ func (e *Engine) advanceTo(w int64) {
 	for len(e.timers) > 0 && e.timers[0].timer <= e.wm {
 		g := e.timers[0]
 		e.fire(g)
+		if g.timer == never && g.series != nil && len(g.wins) == 0 {
+			// A series history outlives the group's windows, until it expires.
+			if exp := sadd(g.seen, e.seriesTTL); exp > e.wm {
+				g.timer = exp
+			}
+		}
 		if g.timer == never {
 			heap.Pop(&e.timers)
-			if g.empty() && g.series == nil { // a series history outlives windows
+			if g.empty() {
 				delete(e.groups, g.key)
 			}
 		} else {
@@ -620,6 +630,9 @@ func (e *Engine) addCount(g *group, ts int64, seq uint64) {
 		g.wins = g.wins[:0]
 		g.ord++
 		e.open--
+		if g.series != nil {
+			e.schedule(g, sadd(g.seen, e.seriesTTL)) // count windows have no other timer
+		}
 	}
 }
 
@@ -725,6 +738,9 @@ func (g *group) empty() bool {
 
 // emit turns a closed window into a Result, unless HAVING rejects it.
 func (e *Engine) emit(g *group, aggs []Aggregator, start, end, last int64, ord uint64, withOrd bool) {
+	if g.series != nil {
+		g.seen = max(g.seen, end)
+	}
 	for i, a := range aggs {
 		if e.series[i] {
 			g.series[i].Window(a.(*pointsAgg).values(), e.recs[i])

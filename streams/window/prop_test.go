@@ -2,8 +2,10 @@ package window_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand"
 	"reflect"
 	"slices"
@@ -357,4 +359,21 @@ func TestRestoreErrors(t *testing.T) {
 	// A failed restore leaves the engine as it was.
 	eq(t, "stats", same.Stats().Accepted, uint64(1))
 	eqResults(t, "flush", same.Flush(), []string{"[0s,1m0s) device=a n=1 s=1"})
+
+	// A version 1 snapshot (before series groups recorded their last window) of a plan
+	// without series functions is the same bytes with another version: it still restores;
+	// versions from the future do not.
+	withVersion := func(v byte) []byte {
+		b := slices.Clone(snap[:len(snap)-4])
+		b[4] = v
+		return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	}
+	v1 := engine(t, sumCols+"GROUP BY device, TUMBLING(1m)", window.Options{})
+	if err := v1.Restore(withVersion(1)); err != nil {
+		t.Fatalf("version 1 snapshot: %v", err)
+	}
+	eqResults(t, "flush after a version 1 restore", v1.Flush(), []string{"[0s,1m0s) device=a n=1 s=1"})
+	if err := v1.Restore(withVersion(9)); !errors.Is(err, window.ErrCorruptSnapshot) {
+		t.Fatalf("version 9 snapshot: got %v, want ErrCorruptSnapshot", err)
+	}
 }

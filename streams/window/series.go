@@ -25,9 +25,13 @@ import (
 //     the history sees the group's points in event-time order.
 //   - Windows must not overlap (TUMBLING, SESSION, COUNTWINDOW): HOPPING and SLIDING windows
 //     share events, which would enter the history twice.
-//   - A group's series state is part of the engine's snapshot, and is kept while the engine
-//     lives, also when the group has no open window (about 8 bytes per history point per
-//     group and function).
+//   - A group's series state is part of the engine's snapshot, and is kept also when the
+//     group has no open window (about 8 bytes per history point per group and function),
+//     until the watermark passes the end of the group's last window by the series TTL:
+//     the longest history of the plan's series functions times the window's size (TUMBLING)
+//     or gap (SESSION), and at least 24 hours. Then the group is dropped, and a device that
+//     comes back starts a fresh history. Expiry follows event time only, so replays expire
+//     the same groups at the same points.
 
 // SeriesState is the per-group state of a series function.
 type SeriesState interface {
@@ -148,7 +152,13 @@ type detector interface {
 	ReadState(b []byte) ([]byte, error)
 }
 
-type detectorSeries struct{ d detector }
+type detectorSeries struct {
+	d detector
+	n int // history length in points
+}
+
+// historyLen is the number of points the series remembers (see seriesTTL).
+func (s detectorSeries) historyLen() int { return s.n }
 
 func (s detectorSeries) Window(points []float64, out []Value) {
 	var best float64
@@ -188,13 +198,17 @@ func detectorFunc(name string, minN int, newDet func(conf float64, n int) (detec
 		}
 		return func() SeriesState {
 			d, _ := newDet(conf, n) // checked above
-			return detectorSeries{d}
+			return detectorSeries{d, n}
 		}, nil
 	}
 }
 
+// minSeriesTTL is the least time a silent group's series history is kept.
+const minSeriesTTL = int64(24 * time.Hour)
+
 func (e *Engine) initSeries() {
 	e.series = make([]bool, len(e.plan.Aggregates))
+	longest := 0
 	for i, a := range e.plan.Aggregates {
 		if a.Series != nil {
 			e.series[i] = true
@@ -202,8 +216,26 @@ func (e *Engine) initSeries() {
 				e.recs = make([][]Value, len(e.plan.Aggregates))
 			}
 			e.recs[i] = make([]Value, a.Fields)
+			if h, ok := a.Series().(interface{ historyLen() int }); ok {
+				longest = max(longest, h.historyLen())
+			}
 		}
 	}
+	// A history of n points spans at least n windows of a device that reports in every one;
+	// a group silent for that long (and a day) has nothing left worth comparing with.
+	width := e.size
+	if e.kind == Session {
+		width = e.gap
+	}
+	e.seriesTTL = max(minSeriesTTL, smul(int64(longest), width))
+}
+
+// smul is a*b for non-negative a and b, saturating at never.
+func smul(a, b int64) int64 {
+	if a != 0 && b > never/a {
+		return never
+	}
+	return a * b
 }
 
 // newAggregator returns an empty window state for aggregate i.
@@ -229,6 +261,9 @@ func (e *Engine) newSeries() []SeriesState {
 }
 
 func (e *Engine) appendSeries(b []byte, g *group) []byte {
+	if g.series != nil {
+		b = appendI64(b, g.seen)
+	}
 	for _, s := range g.series {
 		if s != nil {
 			b = s.AppendState(b)
@@ -237,8 +272,20 @@ func (e *Engine) appendSeries(b []byte, g *group) []byte {
 	return b
 }
 
-func (e *Engine) readSeries(b []byte, g *group) ([]byte, error) {
+// readSeries restores g's series states; a version 1 snapshot has no g.seen, which is then
+// the snapshot's watermark (the group's history is kept a full TTL from the restore).
+func (e *Engine) readSeries(b []byte, g *group, version byte, wm int64) ([]byte, error) {
 	g.series = e.newSeries()
+	if g.series != nil {
+		if version < 2 {
+			g.seen = wm
+		} else {
+			var err error
+			if g.seen, b, err = readI64(b); err != nil {
+				return b, errCorrupt
+			}
+		}
+	}
 	for _, s := range g.series {
 		if s != nil {
 			var err error

@@ -9,7 +9,9 @@ import (
 	"slices"
 )
 
-const snapshotMagic = "TRWS\x01"
+// snapshotMagic starts a snapshot; its last byte is the format's version. Version 2 added
+// each series group's last window end; version 1 snapshots are still read.
+const snapshotMagic = "TRWS\x02"
 
 // Snapshot returns the engine's complete state: open windows with their
 // aggregate states, buffered SLIDING events, the watermark and clocks, the
@@ -74,7 +76,12 @@ func (e *Engine) Snapshot() ([]byte, error) {
 // snapshot of another plan or options and ErrCorruptSnapshot for damaged
 // bytes; on error the engine is unchanged.
 func (e *Engine) Restore(snap []byte) error {
-	if len(snap) < len(snapshotMagic)+4 || !bytes.HasPrefix(snap, []byte(snapshotMagic)) {
+	prefix := snapshotMagic[:len(snapshotMagic)-1]
+	if len(snap) < len(snapshotMagic)+4 || !bytes.HasPrefix(snap, []byte(prefix)) {
+		return ErrCorruptSnapshot
+	}
+	version := snap[len(prefix)]
+	if version < 1 || version > snapshotMagic[len(prefix)] {
 		return ErrCorruptSnapshot
 	}
 	body := snap[:len(snap)-4]
@@ -193,7 +200,7 @@ func (e *Engine) Restore(snap []byte) error {
 			}
 			g.entries = append(g.entries, en)
 		}
-		if b, err = e.readSeries(b, g); err != nil {
+		if b, err = e.readSeries(b, g, version, n.wm); err != nil {
 			return err
 		}
 		open += len(g.entries) - g.pending
@@ -215,6 +222,9 @@ func (e *Engine) Restore(snap []byte) error {
 func (e *Engine) timerOf(g *group, wm int64) int64 {
 	switch e.kind {
 	case CountWindow:
+		if g.series != nil && len(g.wins) == 0 {
+			return sadd(g.seen, e.seriesTTL)
+		}
 		return never
 	case Sliding:
 		t := int64(never)
@@ -233,6 +243,9 @@ func (e *Engine) timerOf(g *group, wm int64) int64 {
 		if t := sadd(sadd(g.closedEnd, e.gap), e.lateness); t > wm {
 			return t
 		}
+	}
+	if g.series != nil {
+		return sadd(g.seen, e.seriesTTL) // the history's expiry (advanceTo)
 	}
 	return never
 }
