@@ -113,15 +113,16 @@ var routeAccess = map[string]access{
 	"DELETE /api/v1/simulations/{id}":      {auth.ScopeSimWrite, tenantGlobal},
 
 	// Security.
-	"POST /api/v1/keys":          {auth.ScopeAdmin, tenantHandler},
-	"GET /api/v1/keys":           {auth.ScopeAdmin, tenantHandler},
-	"GET /api/v1/keys/{id}":      {auth.ScopeAdmin, tenantHandler},
-	"DELETE /api/v1/keys/{id}":   {auth.ScopeAdmin, tenantHandler},
-	"POST /api/v1/tenants":       {auth.ScopeAdmin, tenantGlobal},
-	"GET /api/v1/tenants":        {auth.ScopeAdmin, tenantHandler},
-	"GET /api/v1/tenants/{name}": {auth.ScopeAdmin, tenantHandler},
-	"PUT /api/v1/tenants/{name}": {auth.ScopeAdmin, tenantGlobal},
-	"GET /api/v1/audit":          {auth.ScopeAdmin, tenantHandler},
+	"POST /api/v1/keys":             {auth.ScopeAdmin, tenantHandler},
+	"GET /api/v1/keys":              {auth.ScopeAdmin, tenantHandler},
+	"GET /api/v1/keys/{id}":         {auth.ScopeAdmin, tenantHandler},
+	"DELETE /api/v1/keys/{id}":      {auth.ScopeAdmin, tenantHandler},
+	"POST /api/v1/tenants":          {auth.ScopeAdmin, tenantGlobal},
+	"GET /api/v1/tenants":           {auth.ScopeAdmin, tenantHandler},
+	"GET /api/v1/tenants/{name}":    {auth.ScopeAdmin, tenantHandler},
+	"PUT /api/v1/tenants/{name}":    {auth.ScopeAdmin, tenantGlobal},
+	"DELETE /api/v1/tenants/{name}": {auth.ScopeAdmin, tenantGlobal},
+	"GET /api/v1/audit":             {auth.ScopeAdmin, tenantHandler},
 }
 
 // publicRoutes need no credential.

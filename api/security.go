@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tributary-iot/tributary/audit"
@@ -17,9 +18,14 @@ import (
 type TenantStore interface {
 	Create(ctx context.Context, spec auth.TenantSpec) (auth.Tenant, error)
 	Put(ctx context.Context, spec auth.TenantSpec) (auth.Tenant, error)
+	Delete(ctx context.Context, name string) error
 	Get(name string) (auth.Tenant, bool)
 	List() []auth.Tenant
 }
+
+// TenantUse counts the things of one kind a tenant owns, named in the singular and plural
+// ("rule", "rules") for the refusal message.
+type TenantUse func(ctx context.Context, tenant string) (one, many string, n int, err error)
 
 // AuditReader reads the audit log; *audit.Log satisfies it.
 type AuditReader interface {
@@ -45,6 +51,7 @@ func (s *Server) securityRoutes() {
 		s.handle("GET /api/v1/tenants", s.listTenants)
 		s.handle("GET /api/v1/tenants/{name}", s.getTenant)
 		s.handle("PUT /api/v1/tenants/{name}", s.putTenant)
+		s.handle("DELETE /api/v1/tenants/{name}", s.deleteTenant)
 	}
 	if _, ok := s.deps.Audit.(AuditReader); ok {
 		s.handle("GET /api/v1/audit", s.readAudit)
@@ -178,6 +185,55 @@ func (s *Server) putTenant(w http.ResponseWriter, r *http.Request) {
 	}
 	s.audit(r, audit.Event{Type: audit.TypeTenantChanged, Outcome: audit.Success, Principal: principal(r).ID(), Tenant: t.Name, Reason: "quotas replaced"})
 	writeJSON(w, http.StatusOK, t)
+}
+
+// deleteTenant serves DELETE /api/v1/tenants/{name}: 204 once the tenant is gone; 409 naming
+// what it still owns (devices, API keys, and what Deps.TenantUses count: rules, replays), which
+// must be deleted first; 400 for the default tenant.
+func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if auth.Normalize(name) == auth.DefaultTenant {
+		s.securityError(w, s.deps.Tenants.Delete(r.Context(), name))
+		return
+	}
+	if _, ok := s.deps.Tenants.Get(name); !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("tenant %q not found", name))
+		return
+	}
+	var owned []string
+	count := func(n int, one, many string) {
+		switch {
+		case n == 1:
+			owned = append(owned, "1 "+one)
+		case n > 1:
+			owned = append(owned, fmt.Sprintf("%d %s", n, many))
+		}
+	}
+	if c, ok := s.deps.Devices.(deviceCounter); ok {
+		count(c.CountTenant(name), "device", "devices")
+	}
+	if s.deps.Keys != nil {
+		count(len(s.deps.Keys.List(name)), "API key", "API keys")
+	}
+	for _, use := range s.deps.TenantUses {
+		one, many, n, err := use(r.Context(), name)
+		if err != nil {
+			s.log.Error("tenant use not counted", "tenant", name, "what", many, "err", err)
+			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("cannot count the %s of tenant %q: %v", many, name, err))
+			return
+		}
+		count(n, one, many)
+	}
+	if len(owned) > 0 {
+		writeError(w, http.StatusConflict, fmt.Sprintf("tenant %q still owns %s: delete them first", name, strings.Join(owned, ", ")))
+		return
+	}
+	if err := s.deps.Tenants.Delete(r.Context(), name); err != nil {
+		s.securityError(w, err)
+		return
+	}
+	s.audit(r, audit.Event{Type: audit.TypeTenantChanged, Outcome: audit.Success, Principal: principal(r).ID(), Tenant: name, Reason: "deleted"})
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // tenantView is a tenant with its current device count.

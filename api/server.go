@@ -47,6 +47,9 @@ type Deps struct {
 	Keys APIKeyStore
 	// Tenants, when set, serves /api/v1/tenants and checks device quotas.
 	Tenants TenantStore
+	// TenantUses count what a tenant owns besides devices and API keys (rules, replays), so
+	// that DELETE /api/v1/tenants/{name} refuses while it owns anything.
+	TenantUses []TenantUse
 	// Audit records logins and denials, and serves /api/v1/audit when it can be read.
 	Audit Auditor
 	// Ready returns nil when the hub is ready to serve, else what is not ready.

@@ -138,6 +138,22 @@ func (t *Tenants) Put(ctx context.Context, spec TenantSpec) (Tenant, error) {
 	return v, nil
 }
 
+// Delete removes a tenant. The default tenant cannot be deleted (it holds everything that names
+// no tenant); checking that the tenant owns nothing is the caller's part.
+func (t *Tenants) Delete(ctx context.Context, name string) error {
+	if Normalize(name) == DefaultTenant {
+		return fmt.Errorf("%w: the default tenant cannot be deleted: it holds everything that names no tenant", ErrInvalid)
+	}
+	if _, ok := t.get(name); !ok {
+		return fmt.Errorf("%w: tenant %q", ErrNotFound, name)
+	}
+	if err := t.kv.Delete(ctx, name); err != nil {
+		return fmt.Errorf("delete tenant %s: %w", name, err)
+	}
+	t.remove(name)
+	return nil
+}
+
 // Get returns a tenant; the default tenant always exists.
 func (t *Tenants) Get(name string) (Tenant, bool) {
 	name = Normalize(name)

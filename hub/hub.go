@@ -183,14 +183,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, err
 	}
 	apiServer := api.New(api.Deps{
-		Devices:  h.devmgr,
-		Status:   h.devmgr.StatusSet,
-		Messages: h.bus,
-		APIKey:   h.apiKey,
-		Keys:     h.keys,
-		Tenants:  h.tenants,
-		Audit:    h.audit,
-		Ready:    h.readiness,
+		Devices:    h.devmgr,
+		Status:     h.devmgr.StatusSet,
+		Messages:   h.bus,
+		APIKey:     h.apiKey,
+		Keys:       h.keys,
+		Tenants:    h.tenants,
+		TenantUses: []api.TenantUse{h.tenantRules, h.tenantReplays},
+		Audit:      h.audit,
+		Ready:      h.readiness,
 		Extra: []func(*api.Router){api.ReplayRoutes(h.replays, scenarios, log), api.SimulationRoutes(h.sims, log),
 			api.TelemetryRoutes(querier, h.registry, log), api.RuleRoutes(h.rules, log), api.CanaryRoutes(h.rules, log),
 			api.BacktestRoutes(rules.NewBacktester(h.rules, resolver), log),
@@ -382,6 +383,30 @@ func (h *Hub) leaseDetail() LeaseDetail {
 
 // Instance is this hub's name in leases and rule stats ("owner").
 func (h *Hub) Instance() string { return h.leases.Holder() }
+
+// tenantRules counts the rules (canaries included) tenant owns, for deleting a tenant.
+func (h *Hub) tenantRules(ctx context.Context, tenant string) (string, string, int, error) {
+	rs, err := h.rules.List(ctx)
+	n := 0
+	for i := range rs {
+		if rs[i].TenantOf() == tenant {
+			n++
+		}
+	}
+	return "rule or canary", "rules and canaries", n, err
+}
+
+// tenantReplays counts the replay jobs (finished ones included) tenant owns.
+func (h *Hub) tenantReplays(ctx context.Context, tenant string) (string, string, int, error) {
+	jobs, err := h.replays.List(ctx)
+	n := 0
+	for _, j := range jobs {
+		if auth.Normalize(j.Request.Tenant) == tenant {
+			n++
+		}
+	}
+	return "replay", "replays", n, err
+}
 
 // tenantRetention lists each tenant with a retention quota and its devices, for the Retainer.
 func (h *Hub) tenantRetention() []streams.TenantRetention {

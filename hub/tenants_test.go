@@ -356,3 +356,71 @@ func TestTenantIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteTenant: a tenant that still owns devices, API keys, rules or replays is not deleted
+// (409 naming what remains); the default tenant never is; once empty it is deleted (204,
+// audited), its quotas stop applying, and the name can be created again.
+func TestDeleteTenant(t *testing.T) {
+	t.Parallel()
+	h := hubtest.Start(t)
+	if code, body := call(t, h, hubtest.APIKey, "POST", "/api/v1/tenants", map[string]any{"name": "acme", "quotas": map[string]any{"max_devices": 1}}); code != 201 {
+		t.Fatalf("create tenant: %d %s", code, body)
+	}
+	h.CreateDevice("ad1", map[string]any{"tenant": "acme"})
+	keyID, _ := newKey(t, h, "acme-reader", "acme", "devices:read")
+	if code, body := call(t, h, hubtest.APIKey, "POST", "/api/v1/rules", map[string]any{"name": "acme-rule", "tenant": "acme",
+		"sql": "SELECT device, count(*) AS n FROM 'devices/+/telemetry' GROUP BY device, TUMBLING(1m)"}); code != 201 {
+		t.Fatalf("create acme's rule: %d %s", code, body)
+	}
+
+	code, body := call(t, h, hubtest.APIKey, "DELETE", "/api/v1/tenants/acme", nil)
+	if want := `tenant \"acme\" still owns 1 device, 1 API key, 1 rule or canary: delete them first`; code != 409 || !strings.Contains(body, want) {
+		t.Fatalf("delete a tenant that owns things: %d %s; want 409 %s", code, body, want)
+	}
+	if code, body := call(t, h, hubtest.APIKey, "DELETE", "/api/v1/tenants/default", nil); code != 400 || !strings.Contains(body, "the default tenant cannot be deleted") {
+		t.Errorf("delete the default tenant: %d %s; want 400 saying it cannot be", code, body)
+	}
+	if code, body := call(t, h, hubtest.APIKey, "DELETE", "/api/v1/tenants/nosuch", nil); code != 404 || !strings.Contains(body, `tenant \"nosuch\" not found`) {
+		t.Errorf("delete an unknown tenant: %d %s; want 404", code, body)
+	}
+	_, acmeAdmin := newKey(t, h, "acme-admin", "acme", "admin")
+	if code, _ := call(t, h, acmeAdmin, "DELETE", "/api/v1/tenants/acme", nil); code != 403 {
+		t.Errorf("a tenant's own admin key deletes the tenant: %d; want 403 (hub-wide admins only)", code)
+	}
+
+	for _, del := range []string{"/api/v1/devices/ad1", "/api/v1/keys/" + keyID, "/api/v1/rules/acme-rule"} {
+		if code, body := call(t, h, hubtest.APIKey, "DELETE", del, nil); code != 204 {
+			t.Fatalf("DELETE %s: %d %s", del, code, body)
+		}
+	}
+	code, body = call(t, h, hubtest.APIKey, "DELETE", "/api/v1/tenants/acme", nil)
+	if want := `still owns 1 API key`; code != 409 || !strings.Contains(body, want) {
+		t.Fatalf("delete with acme's admin key left: %d %s; want 409 %s", code, body, want)
+	}
+	var keys struct{ Keys []struct{ ID, Tenant string } }
+	_, body = call(t, h, hubtest.APIKey, "GET", "/api/v1/keys", nil)
+	_ = jsonUnmarshal(body, &keys)
+	for _, k := range keys.Keys {
+		if k.Tenant == "acme" {
+			call(t, h, hubtest.APIKey, "DELETE", "/api/v1/keys/"+k.ID, nil)
+		}
+	}
+	if code, body := call(t, h, hubtest.APIKey, "DELETE", "/api/v1/tenants/acme", nil); code != 204 {
+		t.Fatalf("delete the emptied tenant: %d %s", code, body)
+	}
+	if code, _ := call(t, h, hubtest.APIKey, "GET", "/api/v1/tenants/acme", nil); code != 404 {
+		t.Errorf("GET a deleted tenant: %d, want 404", code)
+	}
+	if _, ok := find(readAudit(t, h, hubtest.APIKey, "type=tenant"), func(e auditEvent) bool { return e.Tenant == "acme" && e.Reason == "deleted" }); !ok {
+		t.Error("no audit event for the deletion")
+	}
+	// Created again, without the old quota: two devices are fine now.
+	if code, body := call(t, h, hubtest.APIKey, "POST", "/api/v1/tenants", map[string]any{"name": "acme"}); code != 201 {
+		t.Fatalf("create acme again: %d %s", code, body)
+	}
+	for _, id := range []string{"ad2", "ad3"} {
+		if code, body := call(t, h, hubtest.APIKey, "POST", "/api/v1/devices", map[string]any{"id": id, "tenant": "acme"}); code != 201 {
+			t.Errorf("device %s in the new acme: %d %s", id, code, body)
+		}
+	}
+}

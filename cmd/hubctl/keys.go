@@ -151,11 +151,11 @@ func (t tenant) row() []string {
 
 var tenantHeader = []string{"NAME", "DEVICES", "MAX_DEVICES", "MESSAGE_RATE", "RETENTION"}
 
-// tenants: hubctl tenants list | get <name> | create|set <name> [--max-devices N]
+// tenants: hubctl tenants list | get <name> | delete <name> | create|set <name> [--max-devices N]
 // [--message-rate R] [--message-burst N] [--bytes-rate R] [--retention D] [--description D].
 func (c *cli) tenants(args []string) error {
 	if len(args) == 0 {
-		return usageErrorf("tenants: want list, get, create or set")
+		return usageErrorf("tenants: want list, get, create, set or delete")
 	}
 	verb, args := args[0], args[1:]
 	fs := c.flags("tenants " + verb)
@@ -174,12 +174,12 @@ func (c *cli) tenants(args []string) error {
 	}
 	switch verb {
 	case "list", "ls":
-	case "get", "create", "set":
+	case "get", "create", "set", "delete", "rm":
 		if len(pos) != 1 {
 			return usageErrorf("tenants %s: want one tenant name", verb)
 		}
 	default:
-		return usageErrorf("tenants %s: unknown subcommand (want list, get, create or set)", verb)
+		return usageErrorf("tenants %s: unknown subcommand (want list, get, create, set or delete)", verb)
 	}
 	quotas := map[string]any{}
 	if *maxDevices > 0 {
@@ -211,6 +211,12 @@ func (c *cli) tenants(args []string) error {
 		return c.print(out, tenantHeader, rowsOf(out.Tenants))
 	case "get":
 		return getOne[tenant](c, "/api/v1/tenants/"+url.PathEscape(pos[0]), tenantHeader)
+	case "delete", "rm":
+		if _, err := c.request("DELETE", "/api/v1/tenants/"+url.PathEscape(pos[0]), nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "tenant %s deleted\n", pos[0])
+		return nil
 	default:
 		body := map[string]any{"name": pos[0], "description": *desc, "quotas": quotas}
 		method, path := "POST", "/api/v1/tenants"

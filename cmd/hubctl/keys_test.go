@@ -61,6 +61,19 @@ func TestKeysTenantsAudit(t *testing.T) {
 		out, _, code := ctl("audit", "--type", "key")
 		return code == 0 && strings.Contains(out, "key.created") && strings.Contains(out, "key.revoked") && strings.Contains(out, "key:"+id)
 	}, "audit does not show the key's creation and revocation")
+	// acme still owns device p7: not deleted; once p7 is gone, deleted.
+	if _, errs, code := ctl("tenants", "delete", "acme"); code != 1 || !strings.Contains(errs, `still owns 1 device`) {
+		t.Fatalf("tenants delete of a tenant with a device: %d %s; want 1 and what it owns", code, errs)
+	}
+	if _, errs, code := ctl("devices", "delete", "p7"); code != 0 {
+		t.Fatalf("devices delete p7: %d %s", code, errs)
+	}
+	if out, errs, code := ctl("tenants", "delete", "acme"); code != 0 || !strings.Contains(out, "tenant acme deleted") {
+		t.Fatalf("tenants delete: %d %s %s", code, out, errs)
+	}
+	if _, _, code := ctl("tenants", "get", "acme"); code != 3 {
+		t.Fatalf("tenants get of a deleted tenant: exit %d, want 3", code)
+	}
 	if _, errs, code := ctl("keys", "frobnicate"); code != 2 || !strings.Contains(errs, "unknown subcommand") {
 		t.Fatalf("keys frobnicate: %d %s", code, errs)
 	}

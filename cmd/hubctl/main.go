@@ -48,7 +48,7 @@ Usage:
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
   hubctl keys list | get <id> | revoke <id>
   hubctl keys create --name N --scopes devices:read,streams:read [--tenant T] [--expires 720h] [--description D]
-  hubctl tenants list | get <name> | create|set <name> [--max-devices N] [--message-rate R] [--retention 720h]
+  hubctl tenants list | get <name> | delete <name> | create|set <name> [--max-devices N] [--message-rate R] [--retention 720h]
   hubctl audit [--since 1h] [--type login|key|acl.denied|device.token] [--limit N]
   hubctl dev cluster [--hubs 2] [--dir ./devcluster] [--nats-port 4222] [--http-port 8080] [--mqtt-port 1883]
                      [--coap-port 5683] [--port-step 100] [--influx-url URL ...]
