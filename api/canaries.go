@@ -12,6 +12,7 @@ import (
 // Canaries keeps canaries, a kind of rule (rules/canary.go). *rules.Manager satisfies it.
 type Canaries interface {
 	CreateCanary(ctx context.Context, spec rules.CanarySpec) (rules.Canary, error)
+	PutCanary(ctx context.Context, name string, spec rules.CanarySpec) (rules.Canary, bool, error)
 	GetCanary(ctx context.Context, name string) (rules.Canary, error)
 	ListCanaries(ctx context.Context) ([]rules.Canary, error)
 	DeleteCanary(ctx context.Context, name string) error
@@ -25,6 +26,7 @@ func CanaryRoutes(cs Canaries, log interface{ Error(string, ...any) }) func(*Rou
 		r.Handle("POST /api/v1/canaries", h.create)
 		r.Handle("GET /api/v1/canaries", h.list)
 		r.Handle("GET /api/v1/canaries/{name}", h.get)
+		r.Handle("PUT /api/v1/canaries/{name}", h.put)
 		r.Handle("DELETE /api/v1/canaries/{name}", h.delete)
 		r.Handle("GET /api/v1/canaries/{name}/results", h.results)
 	}
@@ -35,24 +37,33 @@ type canaryHandlers struct {
 	rh *ruleHandlers // for its error mapping
 }
 
-func (h *canaryHandlers) create(w http.ResponseWriter, r *http.Request) {
-	// A GET answer (with the derived sql, latest, ...) is accepted: derived fields are ignored.
+// readSpec decodes a canary definition for create or put. A GET answer (with the derived sql,
+// latest, ...) is accepted: derived fields are ignored. A key confined to a tenant writes
+// canaries of that tenant only.
+func (h *canaryHandlers) readSpec(w http.ResponseWriter, r *http.Request) (rules.CanarySpec, bool) {
 	var body rules.Canary
 	if err := decodeJSON(r, &body); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
-		return
+		return rules.CanarySpec{}, false
 	}
-	// A key confined to a tenant makes canaries of that tenant only.
 	if p := principal(r); p.Restricted() {
 		if body.Tenant == "" {
 			body.Tenant = p.Tenant
 		}
 		if auth.Normalize(body.Tenant) != p.Tenant {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("API key %q is confined to tenant %s and cannot create canaries of tenant %s", p.Name, p.Tenant, body.Tenant))
-			return
+			writeError(w, http.StatusForbidden, fmt.Sprintf("API key %q is confined to tenant %s and cannot write canaries of tenant %s", p.Name, p.Tenant, body.Tenant))
+			return rules.CanarySpec{}, false
 		}
 	}
-	c, err := h.cs.CreateCanary(r.Context(), body.CanarySpec)
+	return body.CanarySpec, true
+}
+
+func (h *canaryHandlers) create(w http.ResponseWriter, r *http.Request) {
+	spec, ok := h.readSpec(w, r)
+	if !ok {
+		return
+	}
+	c, err := h.cs.CreateCanary(r.Context(), spec)
 	if err != nil {
 		h.rh.fail(w, err)
 		return
@@ -97,6 +108,30 @@ func (h *canaryHandlers) visible(w http.ResponseWriter, r *http.Request) (rules.
 		return rules.Canary{}, false
 	}
 	return c, true
+}
+
+// put replaces a canary (200) or creates it (201); another tenant's canary is not found.
+func (h *canaryHandlers) put(w http.ResponseWriter, r *http.Request) {
+	spec, ok := h.readSpec(w, r)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	if c, err := h.cs.GetCanary(r.Context(), name); err == nil && !principal(r).Sees(c.Tenant) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no canary named %q", name))
+		return
+	}
+	c, created, err := h.cs.PutCanary(r.Context(), name, spec)
+	if err != nil {
+		h.rh.fail(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		w.Header().Set("Location", "/api/v1/canaries/"+c.Name)
+	}
+	writeJSON(w, status, c)
 }
 
 func (h *canaryHandlers) delete(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,13 @@ func (f *fakeCanaries) CreateCanary(_ context.Context, s rules.CanarySpec) (rule
 	return c, nil
 }
 
+func (f *fakeCanaries) PutCanary(ctx context.Context, name string, s rules.CanarySpec) (rules.Canary, bool, error) {
+	_, exists := f.m[name]
+	s.Name = name
+	c, err := f.CreateCanary(ctx, s)
+	return c, !exists, err
+}
+
 func (f *fakeCanaries) GetCanary(_ context.Context, name string) (rules.Canary, error) {
 	c, ok := f.m[name]
 	if !ok {
@@ -89,13 +96,19 @@ func TestCanaryTenancy(t *testing.T) {
 	for _, tc := range []struct {
 		fn     http.HandlerFunc
 		method string
-	}{{h.get, "GET"}, {h.delete, "DELETE"}, {h.results, "GET"}} {
-		if code, body := do(acme, tc.fn, tc.method, "/api/v1/canaries/b1", "b1", ""); code != 404 || !strings.Contains(body, `no canary named \"b1\"`) {
+	}{{h.get, "GET"}, {h.delete, "DELETE"}, {h.results, "GET"}, {h.put, "PUT"}} {
+		if code, body := do(acme, tc.fn, tc.method, "/api/v1/canaries/b1", "b1", "{}"); code != 404 || !strings.Contains(body, `no canary named \"b1\"`) {
 			t.Errorf("acme %s b1: %d %s", tc.method, code, body)
 		}
 	}
-	if _, ok := f.m["b1"]; !ok {
-		t.Fatal("acme deleted beta's canary")
+	if c, ok := f.m["b1"]; !ok || c.Tenant != "beta" {
+		t.Fatalf("acme deleted or took over beta's canary: %+v", c)
+	}
+	if code, body := do(acme, h.put, "PUT", "/api/v1/canaries/a1", "a1", `{"description":"edited"}`); code != 200 || f.m["a1"].Description != "edited" || f.m["a1"].Tenant != "acme" {
+		t.Errorf("acme replaces a1: %d %s", code, body)
+	}
+	if code, body := do(acme, h.put, "PUT", "/api/v1/canaries/a2", "a2", `{}`); code != 201 || f.m["a2"].Tenant != "acme" {
+		t.Errorf("acme puts a new a2: %d %s", code, body)
 	}
 	if code, _ := do(acme, h.get, "GET", "/api/v1/canaries/a1", "a1", ""); code != 200 {
 		t.Errorf("acme get a1: %d", code)

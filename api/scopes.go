@@ -87,6 +87,7 @@ var routeAccess = map[string]access{
 	"POST /api/v1/canaries":               {auth.ScopeRulesWrite, tenantHandler},
 	"GET /api/v1/canaries":                {auth.ScopeRulesRead, tenantHandler},
 	"GET /api/v1/canaries/{name}":         {auth.ScopeRulesRead, tenantHandler},
+	"PUT /api/v1/canaries/{name}":         {auth.ScopeRulesWrite, tenantHandler},
 	"DELETE /api/v1/canaries/{name}":      {auth.ScopeRulesWrite, tenantHandler},
 	"GET /api/v1/canaries/{name}/results": {auth.ScopeRulesRead, tenantHandler},
 	"POST /api/v1/backtests":              {auth.ScopeRulesRead, tenantGlobal},

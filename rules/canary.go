@@ -388,6 +388,22 @@ func (m *Manager) getCanaryRule(ctx context.Context, name string) (Rule, error) 
 	return r, nil
 }
 
+// PutCanary replaces canary name's definition, or creates the canary when no rule has the name;
+// created says which. The name of a rule that is not a canary is refused (ErrNotFound naming
+// it), so a rule is never turned into a canary by accident. A replaced canary starts over
+// like an edited rule.
+func (m *Manager) PutCanary(ctx context.Context, name string, spec CanarySpec) (Canary, bool, error) {
+	var nf canaryNotFound
+	if _, err := m.getCanaryRule(ctx, name); err != nil && (!errors.As(err, &nf) || nf.rule) {
+		return Canary{}, false, err
+	}
+	r, created, err := m.Put(ctx, name, spec.ruleSpec())
+	if err != nil {
+		return Canary{}, false, err
+	}
+	return canaryOf(r), created, nil
+}
+
 // canaryNotFound is ErrNotFound for a canary, with a message that says so.
 type canaryNotFound struct {
 	name string

@@ -268,4 +268,30 @@ func TestCanaryEndToEnd(t *testing.T) {
 	if code := h.Do("GET", "/api/v1/canaries/plain", nil, &e); code != 404 || !strings.Contains(e.Error, "plain is a rule, not a canary") {
 		t.Errorf("GET canary of a rule: %d %q", code, e.Error)
 	}
+
+	// PUT replaces a canary (200), creates one (201), refuses a plain rule's name and says
+	// what is wrong with a bad definition, naming the field.
+	edited := good()
+	edited["threshold"] = 0.5
+	var put rules.Canary
+	if code := h.Do("PUT", "/api/v1/canaries/fw21", edited, &put); code != 200 || put.Threshold == nil || *put.Threshold != 0.5 {
+		t.Errorf("PUT fw21: %d %+v", code, put)
+	}
+	var again rules.Canary
+	if code := h.Do("GET", "/api/v1/canaries/fw21", nil, &again); code != 200 || again.Threshold == nil || *again.Threshold != 0.5 {
+		t.Errorf("GET after PUT: %d threshold %v", code, again.Threshold)
+	}
+	fresh := good()
+	delete(fresh, "name")
+	if code := h.Do("PUT", "/api/v1/canaries/fw22", fresh, &put); code != 201 || put.Name != "fw22" {
+		t.Errorf("PUT a new fw22: %d %+v", code, put)
+	}
+	if code := h.Do("PUT", "/api/v1/canaries/plain", good(), &e); code != 404 || !strings.Contains(e.Error, "plain is a rule, not a canary") {
+		t.Errorf("PUT canary over a rule: %d %q", code, e.Error)
+	}
+	badDef := good()
+	badDef["metrics"] = []map[string]any{{"field": "latency", "tolerance": -1}}
+	if code := h.Do("PUT", "/api/v1/canaries/fw21", badDef, &e); code != 400 || !strings.Contains(e.Error, "metrics[0].tolerance") {
+		t.Errorf("PUT with a bad tolerance: %d %q", code, e.Error)
+	}
 }
