@@ -2,8 +2,10 @@ package clustertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +55,26 @@ func TestNATSNodeStopsDuringIngest(t *testing.T) {
 		return info.Cluster.Leader
 	}
 
+	// Every telemetry message seen on the wire (core NATS, at most once), so that a loss can
+	// be told apart: never sent by the hub, or sent and not stored.
+	wire := seqCounts{}
+	var wireMu sync.Mutex
+	wnc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wnc.Close()
+	wnc.Subscribe("iot.devices.*.telemetry", func(m *nats.Msg) {
+		var p struct{ Seq *int }
+		if json.Unmarshal(m.Data, &p) != nil || p.Seq == nil {
+			return
+		}
+		topic, _ := streams.SubjectToTopic(m.Subject)
+		wireMu.Lock()
+		wire.add(strings.Split(topic, "/")[1], *p.Seq)
+		wireMu.Unlock()
+	})
+	wnc.Flush()
 	// Half the devices start on each hub.
 	half := map[string]string{}
 	rest := map[string]string{}
@@ -125,6 +147,25 @@ func TestNATSNodeStopsDuringIngest(t *testing.T) {
 	missing, dups, distinct, ex := got.check(all)
 	t.Logf("%d acknowledged, %d distinct in the stream, %d duplicates; not acknowledged %d", total(all), distinct, dups, f1.nacked.Load()+f2.nacked.Load())
 	if missing > 0 {
+		wireMu.Lock()
+		for dev, seqs := range all {
+			for _, sq := range seqs {
+				if got[dev][sq] == 0 {
+					t.Logf("missing %s seq %d: seen on the wire %d times; the stream holds seq-1 %d times, seq+1 %d times", dev, sq, wire[dev][sq], got[dev][sq-1], got[dev][sq+1])
+				}
+			}
+		}
+		wireMu.Unlock()
+		for dev, m := range got {
+			for sq, n := range m {
+				if n > 1 {
+					t.Logf("duplicate %s seq %d: %d times in the stream, %d on the wire", dev, sq, n, wire[dev][sq])
+				}
+			}
+		}
+		s, _ := js.Stream(ctx, streams.StreamMessages)
+		info, _ := s.Info(ctx)
+		t.Logf("stream state %+v", info.State)
 		t.Fatalf("%d acknowledged messages are not in the stream (e.g. %s)", missing, ex)
 	}
 }
