@@ -163,9 +163,11 @@ func TestNATSNodeStopsDuringIngest(t *testing.T) {
 				}
 			}
 		}
-		s, _ := js.Stream(ctx, streams.StreamMessages)
-		info, _ := s.Info(ctx)
-		t.Logf("stream state %+v", info.State)
+		if s, err := js.Stream(ctx, streams.StreamMessages); err == nil {
+			if info, err := s.Info(ctx); err == nil {
+				t.Logf("stream state %+v", info.State)
+			}
+		}
 		t.Fatalf("%d acknowledged messages are not in the stream (e.g. %s)", missing, ex)
 	}
 }
