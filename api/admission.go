@@ -2,8 +2,6 @@ package api
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -48,8 +46,7 @@ func Limit(h http.Handler, a Admission) http.Handler {
 		cred := credential(r)
 		key := "addr " + admission.Source(r.RemoteAddr)
 		if cred != "" {
-			sum := sha256.Sum256([]byte(cred))
-			key = "key " + hex.EncodeToString(sum[:16])
+			key = admission.APIKeyBucket(cred)
 		}
 		if retry, ok := a.AllowAPI(key); !ok {
 			admission.MetricRefused.WithLabelValues("http", admission.ReasonAPIRate).Inc()

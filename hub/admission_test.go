@@ -605,3 +605,68 @@ func TestConnectionAndSubscriptionLimits(t *testing.T) {
 		return slices.ContainsFunc(dead.Messages, func(m struct{ Reason string }) bool { return strings.Contains(m.Reason, "6 levels, the limit is 5") })
 	}, "no dead letter for the too deep topic: %+v", dead.Messages)
 }
+
+// TestMQTTApplicationRate: an application publishing over MQTT with an API key is held to the
+// key's API rate, the same bucket as its HTTP requests. Publishing QoS 1 flat out, its PUBACKs
+// are delayed so that it stores at the rate (within 10 %); when the wait would be longer than
+// the admission delay, an MQTT 5 client is disconnected with 0x96, and the key's HTTP requests
+// are refused too (429) until the bucket refills.
+func TestMQTTApplicationRate(t *testing.T) {
+	t.Parallel()
+	const rate, burst = 20.0, 5
+	h := hubtest.Start(t, func(c *hub.Config) { c.APIRate = rate; c.APIBurst = burst; c.AdmissionMaxDelay = time.Second })
+	_, secret := newKey(t, h, "loader", "", "streams:read", "streams:write")
+	nc, err := nats.Connect(h.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var stored atomic.Int64
+	if _, err := nc.Subscribe("iot.apps.load.>", func(*nats.Msg) { stored.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	app, _, _, err := v5From(t, "", h.MQTTAddr(), "loader", "app", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sent := 0
+	for time.Since(start) < 3*time.Second {
+		if code, err := publishV5(app, "apps/load/x", 1, []byte(`{"n":1}`)); err != nil || code != 0 {
+			t.Fatalf("publish %d: reason 0x%02x, %v", sent, code, err)
+		}
+		sent++
+	}
+	elapsed := time.Since(start)
+	want := burst + rate*elapsed.Seconds()
+	hubtest.Eventually(t, 5*time.Second, func() bool { return stored.Load() >= int64(sent) }, "stored %d of %d", stored.Load(), sent)
+	t.Logf("application published %d QoS 1 messages in %v against %g/s with burst %d (expected %.0f)", sent, elapsed.Round(time.Millisecond), rate, burst, want)
+	if got := float64(sent); got < 0.9*want || got > 1.1*want {
+		t.Errorf("stored %d messages in %v, want %.0f ± 10%%", sent, elapsed, want)
+	}
+
+	// A short admission delay: the wait for the key's bucket is longer, so the client is
+	// disconnected with 0x96 and the key's HTTP requests are refused as well.
+	h2 := hubtest.Start(t, func(c *hub.Config) { c.APIRate = 2; c.APIBurst = 1; c.AdmissionMaxDelay = 50 * time.Millisecond })
+	_, secret2 := newKey(t, h2, "loader", "", "streams:read", "streams:write", "devices:read")
+	app2, _, disc, err := v5From(t, "", h2.MQTTAddr(), "loader2", "app", secret2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := publishV5(app2, "apps/load/y", 1, []byte(`{"n":1}`)); err != nil || code != 0 {
+		t.Fatalf("first publish within the burst: 0x%02x %v", code, err)
+	}
+	go publishV5(app2, "apps/load/y", 1, []byte(`{"n":2}`)) // its PUBACK never comes
+	select {
+	case d := <-disc:
+		if d.ReasonCode != 0x96 || !strings.Contains(d.Properties.ReasonString, "API key request rate") {
+			t.Errorf("DISCONNECT 0x%02x %q; want 0x96 naming the API key's rate", d.ReasonCode, d.Properties.ReasonString)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no DISCONNECT for an application over its key's rate")
+	}
+	if code, _ := call(t, h2, secret2, "GET", "/api/v1/devices", nil); code != 429 {
+		t.Errorf("HTTP with the same key right after: %d, want 429 (one bucket per key)", code)
+	}
+}

@@ -2,6 +2,8 @@ package admission
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"math"
@@ -386,6 +388,42 @@ func (c *Controller) AllowAPI(key string) (retryAfter time.Duration, ok bool) {
 		return 0, true
 	}
 	return c.api.allow(key, c.now())
+}
+
+// APIKeyBucket is the rate bucket of an API key: HTTP requests and an application's MQTT
+// publishes made with the same key share it.
+func APIKeyBucket(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "key " + hex.EncodeToString(sum[:16])
+}
+
+// PublishApp admits one message an application publishes (over MQTT) with the API key whose
+// bucket is key (APIKeyBucket): it takes a request from the key's API rate (APIRate), shared
+// with the key's HTTP requests. With mayWait it waits up to MaxDelay for room first; a refusal
+// is an *Exceeded with ErrRateLimited.
+func (c *Controller) PublishApp(ctx context.Context, protocol, key string, mayWait bool) error {
+	if c.api == nil {
+		return nil
+	}
+	retry, ok := c.api.allow(key, c.now())
+	if ok {
+		return nil
+	}
+	if mayWait && retry <= c.cfg.MaxDelay {
+		metricDelayed.WithLabelValues(protocol).Inc()
+		timer := time.NewTimer(retry)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		}
+		if retry, ok = c.api.allow(key, c.now()); ok {
+			return nil
+		}
+	}
+	MetricRefused.WithLabelValues(protocol, ReasonAPIRate).Inc()
+	return &Exceeded{Kind: ErrRateLimited, Limit: fmt.Sprintf("API key request rate %g/s", float64(c.api.limit)), RetryAfter: retry}
 }
 
 // MaxTopicLevels and MaxSubscriptions are the configured bounds.

@@ -20,6 +20,9 @@ type Admission interface {
 	// Publish admits one message of size bytes from device id; with mayWait it may block up
 	// to its maximum delay first. A refusal is an *admission.Exceeded.
 	Publish(ctx context.Context, protocol, id string, size int, mayWait bool) error
+	// PublishApp admits one message an application publishes with the API key whose rate
+	// bucket is key, like Publish.
+	PublishApp(ctx context.Context, protocol, key string, mayWait bool) error
 	// Connect admits a connection of device id ("" for applications and provisioning).
 	Connect(id string, takeover bool) (release func(), err error)
 	// Auth is the failed-authentication throttle.
@@ -32,6 +35,8 @@ type Admission interface {
 type admissionState struct {
 	adm   Admission
 	conns sync.Map // *mochi.Client → release func()
+	// appBuckets holds each application client's API rate bucket (admission.APIKeyBucket).
+	appBuckets sync.Map // *mochi.Client → string
 	subs  sync.Map // *mochi.Client → subRefusal, from OnSubscribe to the SUBACK's encoding
 }
 
@@ -149,12 +154,22 @@ func (s *Server) releaseConnection(cl *mochi.Client) {
 func (h *hook) admitPublish(cl *mochi.Client, pk packets.Packet) bool {
 	s := h.s
 	id := identify(cl.Properties.Username)
-	if s.adm.adm == nil || id.App {
+	if s.adm.adm == nil {
 		return true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	err := s.adm.adm.Publish(ctx, protocolName, id.DeviceID, len(pk.Payload), pk.FixedHeader.Qos > 0)
+	var err error
+	if id.App {
+		// Applications are limited by their API key's request rate, shared with its HTTP use.
+		bucket, ok := s.adm.appBuckets.Load(cl)
+		if !ok {
+			return true
+		}
+		err = s.adm.adm.PublishApp(ctx, protocolName, bucket.(string), pk.FixedHeader.Qos > 0)
+	} else {
+		err = s.adm.adm.Publish(ctx, protocolName, id.DeviceID, len(pk.Payload), pk.FixedHeader.Qos > 0)
+	}
 	if err == nil {
 		return true
 	}

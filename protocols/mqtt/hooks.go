@@ -101,6 +101,7 @@ func (h *hook) refuse(ctx context.Context, cl *mochi.Client, user string, code p
 	}
 	_ = s.broker.SendConnack(cl, code, false, nil)
 	s.apps.Delete(cl)
+	s.adm.appBuckets.Delete(cl)
 	dev := ""
 	if user != protocols.AppUsername && devices.ValidID(user) {
 		dev = user
@@ -154,6 +155,7 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.s.connected.Dec()
 	h.s.forgetAcks(cl)
 	h.s.apps.Delete(cl)
+	h.s.adm.appBuckets.Delete(cl)
 	h.s.releaseConnection(cl)
 	if isProvisioning(cl) {
 		h.s.provKeys.Delete(cl)

@@ -11,6 +11,7 @@ import (
 	"github.com/tributary-iot/tributary/audit"
 	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/protocols"
+	"github.com/tributary-iot/tributary/protocols/admission"
 )
 
 // Scoped application keys and tenants over MQTT. An application logs in with username "app"
@@ -30,12 +31,14 @@ func (h *hook) connectApp(ctx context.Context, cl *mochi.Client, pk packets.Pack
 		if err := h.s.auth.AuthenticateApp(ctx, string(pk.Connect.Password)); err != nil {
 			return errors.New("wrong API key")
 		}
+		h.s.adm.appBuckets.Store(cl, admission.APIKeyBucket(string(pk.Connect.Password)))
 		return nil
 	}
 	p, err := az.AuthorizeApp(string(pk.Connect.Password))
 	if err != nil {
 		return errors.New("wrong API key")
 	}
+	h.s.adm.appBuckets.Store(cl, admission.APIKeyBucket(string(pk.Connect.Password)))
 	if p.KeyID != "" {
 		h.s.apps.Store(cl, p.KeyID)
 	}
