@@ -126,12 +126,7 @@ func (h *canaryHandlers) put(w http.ResponseWriter, r *http.Request) {
 		h.rh.fail(w, err)
 		return
 	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-		w.Header().Set("Location", "/api/v1/canaries/"+c.Name)
-	}
-	writeJSON(w, status, c)
+	writePut(w, created, "/api/v1/canaries/"+c.Name, c)
 }
 
 func (h *canaryHandlers) delete(w http.ResponseWriter, r *http.Request) {

@@ -129,12 +129,17 @@ func (h *ruleHandlers) put(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
+	writePut(w, created, "/api/v1/rules/"+rule.Name, rule)
+}
+
+// writePut answers a PUT that replaced (200) or created (201, with its location) v.
+func writePut(w http.ResponseWriter, created bool, location string, v any) {
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
-		w.Header().Set("Location", "/api/v1/rules/"+rule.Name)
+		w.Header().Set("Location", location)
 	}
-	writeJSON(w, status, rule)
+	writeJSON(w, status, v)
 }
 
 func (h *ruleHandlers) delete(w http.ResponseWriter, r *http.Request) {
