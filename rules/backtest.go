@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tributary-iot/tributary/canary"
 	"github.com/tributary-iot/tributary/simulator"
 	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/window"
@@ -135,6 +136,8 @@ type btVersion struct {
 	eng *window.Engine
 	own string
 	rr  bool // reads rules/: skip its own outputs
+	// hist is a canary's record of interval outcomes, for its verdicts.
+	hist []canary.Outcome
 }
 
 // prepare resolves v to a definition and compiles it; field prefixes errors ("" or "compare.").
@@ -149,6 +152,11 @@ func (b *Backtester) prepare(ctx context.Context, v BacktestVersion, defName, fi
 			return nil, err
 		}
 		spec = Spec{Name: r.Name, SQL: r.SQL, Lateness: r.Lateness, IdleTimeout: r.IdleTimeout, MaxFuture: r.MaxFuture}
+		if r.Canary != nil && v.SQL == "" {
+			// A canary is backtested as a canary: scored per interval with verdicts, as live.
+			def := *r.Canary
+			spec.SQL, spec.Canary, spec.Tenant = "", &def, r.Tenant
+		}
 	} else if strings.TrimSpace(v.SQL) == "" {
 		return nil, invalidf(field+"sql", `missing: give "sql" or the name of an existing "rule"`)
 	}
@@ -276,8 +284,18 @@ func (v *btVersion) process(events []window.Event) {
 	}
 }
 
-// add keeps the results that pass HAVING, in the shape the live runner publishes.
+// add keeps the results that pass HAVING, in the shape the live runner publishes; a canary's
+// per-device rows are scored per interval instead, into the results the canary publishes.
 func (v *btVersion) add(res []window.Result) {
+	if d := v.c.canary; d != nil {
+		_ = eachInterval(res, func(rows []window.Result) error {
+			var body Result
+			body, v.hist, _, _ = d.result(v.run.Rule, v.hist, rows)
+			v.keep(body)
+			return nil
+		})
+		return
+	}
 	for _, r := range res {
 		if v.c.alert {
 			pass := r.Values[havingColumn] == true
@@ -287,14 +305,19 @@ func (v *btVersion) add(res []window.Result) {
 				continue
 			}
 		}
-		v.run.Counts.Results++
-		if len(v.run.Results) >= MaxBacktestResults {
-			v.run.Truncated = true
-			continue
-		}
-		v.run.Results = append(v.run.Results, Result{Rule: v.run.Rule, ID: r.ID, Group: r.Group, GroupKey: r.GroupKey,
+		v.keep(Result{Rule: v.run.Rule, ID: r.ID, Group: r.Group, GroupKey: r.GroupKey,
 			WindowStart: r.WindowStart, WindowEnd: r.WindowEnd, Values: r.Values})
 	}
+}
+
+// keep counts a result and lists it, up to MaxBacktestResults.
+func (v *btVersion) keep(r Result) {
+	v.run.Counts.Results++
+	if len(v.run.Results) >= MaxBacktestResults {
+		v.run.Truncated = true
+		return
+	}
+	v.run.Results = append(v.run.Results, r)
 }
 
 // diffResults compares results by group key and window bounds (the n-th result with the same

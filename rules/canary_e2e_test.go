@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,6 +185,30 @@ func TestCanaryEndToEnd(t *testing.T) {
 		if w := fmt.Sprint(r.Values["warnings"]); !strings.Contains(w, "canary group: 2 devices, fewer than 5: too small for a meaningful comparison") ||
 			!strings.Contains(w, "canary group: 12 samples of latency, fewer than 30") {
 			t.Errorf("tiny interval %d: warnings %s", i, w)
+		}
+	}
+
+	// A backtest of a canary scores it as the live run did: the same results for the three
+	// closed intervals (IDs, classes, verdicts), and the fourth, closed by the end of the input.
+	for _, name := range []string{"fw21", "twin"} {
+		var rep btReport
+		if code := h.Do("POST", "/api/v1/backtests", map[string]any{"rule": name, "from": t0.Add(-time.Minute).Format(time.RFC3339)}, &rep); code != 200 {
+			t.Fatalf("backtest %s: %d %s", name, code, rep.Error)
+		}
+		live := results(name)
+		if len(rep.Run.Results) != 4 || len(live) != 3 {
+			t.Fatalf("backtest %s: %d results, live %d; want 4 and 3", name, len(rep.Run.Results), len(live))
+		}
+		liveRes := make([]rules.Result, len(live))
+		for i := range live {
+			liveRes[i] = live[i].Result
+		}
+		if got, want := canon(t, rep.Run.Results[:3]), canon(t, liveRes); !slices.Equal(got, want) {
+			t.Errorf("backtest of canary %s differs from live:\n got %s\nwant %s", name, strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+		}
+		want := map[string]string{"fw21": "fail", "twin": "pass"}[name]
+		if v := rep.Run.Results[3].Values["verdict"]; v != want {
+			t.Errorf("backtest of canary %s: last verdict %v, want %s", name, v, want)
 		}
 	}
 

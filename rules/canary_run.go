@@ -27,12 +27,18 @@ func (r *runner) emitAll(ctx context.Context, res []window.Result, recv time.Tim
 // window in the same call (the watermark is per rule), so res holds whole intervals: rows
 // sorted by window end, then start.
 func (r *runner) emitCanary(ctx context.Context, res []window.Result, recv time.Time) error {
+	return eachInterval(res, func(rows []window.Result) error { return r.scoreInterval(ctx, rows, recv) })
+}
+
+// eachInterval calls fn with the rows of each window in res (rows sorted by window end, then
+// start), in order, until fn fails.
+func eachInterval(res []window.Result, fn func(rows []window.Result) error) error {
 	for i := 0; i < len(res); {
 		j := i + 1
 		for j < len(res) && res[j].WindowStart.Equal(res[i].WindowStart) && res[j].WindowEnd.Equal(res[i].WindowEnd) {
 			j++
 		}
-		if err := r.scoreInterval(ctx, res[i:j], recv); err != nil {
+		if err := fn(res[i:j]); err != nil {
 			return err
 		}
 		i = j
@@ -102,13 +108,31 @@ func (d *CanaryDef) score(hist []canary.Outcome, rows []window.Result) (canary.I
 
 // scoreInterval publishes one interval's result and the alerts its verdict calls for.
 func (r *runner) scoreInterval(ctx context.Context, rows []window.Result, recv time.Time) error {
-	d := r.c.canary
+	var body Result
 	var iv canary.Interval
 	var v canary.Verdict
-	iv, r.canaryHist, v = d.score(r.canaryHist, rows)
-
+	body, r.canaryHist, iv, v = r.c.canary.result(r.rule.Name, r.canaryHist, rows)
 	first := rows[0]
-	id := r.rule.Name + "/" + strconv.FormatInt(first.WindowStart.UnixNano(), 10) + "-" + strconv.FormatInt(first.WindowEnd.UnixNano(), 10) + "/canary"
+	if err := r.send(ctx, r.own+"results", body.ID+r.c.idTail, "", first.Time, recv, &body); err != nil {
+		return err
+	}
+	r.results++
+	r.met.results.Inc()
+	r.lastResult = &body
+	if iv.Status == canary.StatusInconclusive {
+		return nil // no new evidence: neither fire nor clear
+	}
+	return r.notify(ctx, body.ID, body.GroupKey, "", first.Time, recv, &body, v.Status == canary.StatusFail)
+}
+
+// result scores one interval's rows after the outcomes hist and builds the result the canary
+// rule publishes; live runs and backtests both make their results here.
+func (d *CanaryDef) result(rule string, hist []canary.Outcome, rows []window.Result) (Result, []canary.Outcome, canary.Interval, canary.Verdict) {
+	var iv canary.Interval
+	var v canary.Verdict
+	iv, hist, v = d.score(hist, rows)
+	first := rows[0]
+	id := rule + "/" + strconv.FormatInt(first.WindowStart.UnixNano(), 10) + "-" + strconv.FormatInt(first.WindowEnd.UnixNano(), 10) + "/canary"
 	values := map[string]any{
 		"status": iv.Status, "pass": iv.Pass, "score": iv.Score, "threshold": *d.Threshold,
 		"canary_devices": iv.CanaryDevices, "control_devices": iv.ControlDevices,
@@ -123,16 +147,7 @@ func (r *runner) scoreInterval(ctx context.Context, rows []window.Result, recv t
 			values[m.Field+".control_mean"] = *m.ControlMean
 		}
 	}
-	body := Result{Rule: r.rule.Name, ID: id, Group: map[string]any{}, GroupKey: "[]",
+	body := Result{Rule: rule, ID: id, Group: map[string]any{}, GroupKey: "[]",
 		WindowStart: first.WindowStart, WindowEnd: first.WindowEnd, Values: values}
-	if err := r.send(ctx, r.own+"results", id+r.c.idTail, "", first.Time, recv, &body); err != nil {
-		return err
-	}
-	r.results++
-	r.met.results.Inc()
-	r.lastResult = &body
-	if iv.Status == canary.StatusInconclusive {
-		return nil // no new evidence: neither fire nor clear
-	}
-	return r.notify(ctx, id, body.GroupKey, "", first.Time, recv, &body, v.Status == canary.StatusFail)
+	return body, hist, iv, v
 }
