@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -173,6 +174,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	h.rules.UseLeases(h.leases)
 	h.retention = streams.NewRetainer(h.bus, cfg.RetentionInterval, h.tenantRetention, log)
 	h.retention.UseLeases(h.leases)
+	// Replays and simulations judge whether another instance still runs a job by the lease
+	// store's live members, not by heartbeat times read against this host's clock.
+	h.replays.UseMembers(h.leases.Holder(), h.liveMembers)
+	h.sims.UseMembers(h.leases.Holder(), h.liveMembers)
 	if cfg.InfluxURL != "" {
 		if h.ruleInflux, err = tsdb.NewWriter(h.bus, influxCfg, rules.InfluxMapping(""), log); err != nil {
 			return nil, err
@@ -383,6 +388,19 @@ func (h *Hub) leaseDetail() LeaseDetail {
 
 // Instance is this hub's name in leases and rule stats ("owner").
 func (h *Hub) Instance() string { return h.leases.Holder() }
+
+// liveMembers lists the live hub instances once the lease store has loaded. A list without this
+// instance is incomplete (the store is re-reading the bucket after losing NATS) and counts as
+// unknown, so that no job is taken from an owner that is alive.
+func (h *Hub) liveMembers() ([]string, bool) {
+	select {
+	case <-h.leases.Ready():
+	default:
+		return nil, false
+	}
+	live := h.leases.Members()
+	return live, slices.Contains(live, h.leases.Holder())
+}
 
 // tenantRules counts the rules (canaries included) tenant owns, for deleting a tenant.
 func (h *Hub) tenantRules(ctx context.Context, tenant string) (string, string, int, error) {

@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"context"
+	"slices"
 	"time"
 )
 
@@ -23,4 +24,23 @@ func WaitReleased(ctx context.Context, held Holder, lease time.Duration, deadlin
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// Members tells which hub instances are alive: their names, and whether the list is known yet
+// (false while the lease store is still loading). The lease store's members are keys the NATS
+// server expires, so no two clocks are compared.
+type Members func() (live []string, known bool)
+
+// OwnerAlive reports whether a job's owner still runs it: with members, whether the owner is a
+// live member (an unknown list counts as alive, so nothing is taken over too early); without,
+// whether its last heartbeat, read against the local clock, is within lease.
+func OwnerAlive(owner string, heartbeat time.Time, members Members, lease time.Duration, now time.Time) bool {
+	if owner == "" {
+		return false
+	}
+	if members != nil {
+		live, known := members()
+		return !known || slices.Contains(live, owner)
+	}
+	return now.Sub(heartbeat) <= lease
 }

@@ -77,12 +77,13 @@ type ManagerConfig struct {
 
 // Manager starts, lists and stops simulations running in this process.
 type Manager struct {
-	cfg   ManagerConfig
-	log   *slog.Logger
-	kv    jetstream.KeyValue
-	prov  Provisioner
-	owner string
-	now   func() time.Time
+	cfg     ManagerConfig
+	log     *slog.Logger
+	kv      jetstream.KeyValue
+	prov    Provisioner
+	owner   string
+	members simulator.Members // nil: owners are judged by their heartbeats
+	now     func() time.Time
 
 	launch  chan *simRun
 	stopped chan struct{}
@@ -267,7 +268,7 @@ func (m *Manager) sweep(ctx context.Context) {
 		if !s.Status.Active() || s.Owner == m.owner && m.local(s.ID) {
 			continue
 		}
-		if s.Owner != "" && s.Owner != m.owner && m.now().Sub(s.Heartbeat) <= m.cfg.Lease {
+		if s.Owner != m.owner && simulator.OwnerAlive(s.Owner, s.Heartbeat, m.members, m.cfg.Lease, m.now()) {
 			continue
 		}
 		_, err := m.update(ctx, s.ID, func(s *Simulation) error {
@@ -284,6 +285,13 @@ func (m *Manager) sweep(ctx context.Context) {
 			m.log.Warn("simulation interrupted", "simulation", s.ID)
 		}
 	}
+}
+
+// UseMembers makes this manager run simulations as self, a member of members, and declare a
+// simulation interrupted only when its owner is no longer a live member — not by comparing its
+// heartbeat with the local clock. Call it before Start and Run.
+func (m *Manager) UseMembers(self string, members simulator.Members) {
+	m.owner, m.members = self, members
 }
 
 func (m *Manager) local(id string) bool {

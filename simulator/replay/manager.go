@@ -117,6 +117,7 @@ type Manager struct {
 	kv       jetstream.KeyValue
 	resolver *simulator.Resolver
 	owner    string
+	members  simulator.Members // nil: owners are judged by their heartbeats
 	now      func() time.Time
 
 	launch  chan *runner
@@ -152,6 +153,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, resolver *simulator.Res
 		return nil, fmt.Errorf("replay bucket: %w", err)
 	}
 	return m, nil
+}
+
+// UseMembers makes this manager own jobs as self, a member of members, and take over a job only
+// when its owner is no longer a live member — not by comparing its heartbeat with the local
+// clock. Call it before Start and Run.
+func (m *Manager) UseMembers(self string, members simulator.Members) {
+	m.owner, m.members = self, members
 }
 
 func (m *Manager) publishFailed(msg *nats.Msg, err error) {
@@ -362,7 +370,7 @@ func (m *Manager) claimable(j Job) bool {
 	if local {
 		return false
 	}
-	return j.Owner == "" || j.Owner == m.owner || m.now().Sub(j.Heartbeat) > m.cfg.Lease
+	return j.Owner == m.owner || !simulator.OwnerAlive(j.Owner, j.Heartbeat, m.members, m.cfg.Lease, m.now())
 }
 
 // unresumable says why job j cannot go on ("" if it can).

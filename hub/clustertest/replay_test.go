@@ -1,0 +1,156 @@
+package clustertest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tributary-iot/tributary/hub/hubproc"
+	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/simulator/replay"
+	"github.com/tributary-iot/tributary/streams/natscluster"
+)
+
+// api sends an API request to a hub process and decodes the answer into out (if not nil).
+func api(t *testing.T, httpAddr, method, path string, body, out any) int {
+	t.Helper()
+	var r *bytes.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		r = bytes.NewReader(data)
+	} else {
+		r = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, "http://"+httpAddr+path, r)
+	req.Header.Set("Authorization", "Bearer "+hubtest.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+// TestReplayOwnerKilled: a paced replay runs on the hub that started it; that hub gets SIGKILL
+// mid-replay. The other hub sees the owner leave the live members (the lease store's keys,
+// which the NATS server expires: no clock comparison), takes the job up from its last
+// checkpoint and finishes it. Every recorded message is replayed exactly once: those sent again
+// after the checkpoint carry the same message ID and the stream drops them.
+func TestReplayOwnerKilled(t *testing.T) {
+	t.Parallel()
+	const n = 60
+	const ttl = 2 * time.Second
+	nc3 := natscluster.ForTest(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sh := hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl}
+	a, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Kill)
+	b, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+
+	// The recording: n readings of one device, 100 ms apart in event time (6 s at speed 1).
+	tokens := createDevices(t, a.HTTP, "rp", 1)
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + a.MQTT).SetClientID("rp-00").
+		SetUsername("rp-00").SetPassword(tokens["rp-00"]).SetAutoReconnect(false))
+	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("device connect: %v", tok.Error())
+	}
+	base := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for i := range n {
+		p := fmt.Sprintf(`{"seq":%d,"ts":%d}`, i, base.Add(time.Duration(i)*100*time.Millisecond).UnixMilli())
+		if tok := dev.Publish("devices/rp-00/telemetry", 1, false, p); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %d: %v", i, tok.Error())
+		}
+	}
+	dev.Disconnect(50)
+
+	var job replay.Job
+	// Telemetry only: the device's status events carry the real time, an hour after the
+	// readings' event time, and would hold the paced replay for that hour.
+	req := map[string]any{"from": base.Add(-time.Second).Format(time.RFC3339Nano), "topics": []string{"devices/rp-00/telemetry"}, "speed": 1}
+	if code := api(t, a.HTTP, "POST", "/api/v1/replays", req, &job); code != http.StatusCreated {
+		t.Fatalf("start replay through hub A: %d %+v", code, job)
+	}
+	get := func(addr string) replay.Job {
+		var j replay.Job
+		api(t, addr, "GET", "/api/v1/replays/"+job.ID, nil, &j)
+		return j
+	}
+	hubtest.Eventually(t, 10*time.Second, func() bool { return get(a.HTTP).Progress.Sent >= 15 }, "replay did not start on hub A: %+v", get(a.HTTP))
+	owner := get(a.HTTP).Owner
+	a.Kill()
+	killed := time.Now()
+	var taker replay.Job
+	hubtest.Eventually(t, 30*time.Second, func() bool {
+		taker = get(b.HTTP)
+		return taker.Resumes > 0 || taker.Owner != "" && taker.Owner != owner
+	}, "hub B did not take the replay over from %s", owner)
+	took := time.Since(killed)
+	hubtest.Eventually(t, 30*time.Second, func() bool { return get(b.HTTP).Status == replay.Done }, "replay not done on hub B: %+v", get(b.HTTP))
+	j := get(b.HTTP)
+	t.Logf("hub A (%s) killed after 15 or more of %d readings; hub B (%s) took over after %v (lease TTL %v) at position %d; %d sent in all, %d resume",
+		owner, n, taker.Owner, took.Round(time.Millisecond), ttl, taker.Progress.Position, j.Progress.Sent, j.Resumes)
+	if took > ttl+5*time.Second {
+		t.Errorf("takeover took %v, want at most the lease TTL %v plus the claim interval", took, ttl)
+	}
+
+	// The sandbox holds each recorded reading exactly once.
+	seqs := map[int]int{}
+	nc, err := nats.Connect(nc3.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+	defer ccancel()
+	cons, err := js.OrderedConsumer(cctx, "IOT", jetstream.OrderedConsumerConfig{FilterSubjects: []string{replay.SandboxSubject(job.ID)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			var p struct{ Seq int }
+			if err := json.Unmarshal(m.Data(), &p); err != nil {
+				t.Fatalf("replayed payload %q: %v", m.Data(), err)
+			}
+			seqs[p.Seq]++
+		}
+		if got == 0 {
+			break
+		}
+	}
+	for i := range n {
+		if seqs[i] != 1 {
+			t.Errorf("reading %d replayed %d times, want once", i, seqs[i])
+		}
+	}
+	if len(seqs) != n {
+		t.Errorf("%d distinct readings replayed, want %d", len(seqs), n)
+	}
+}
