@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/hub"
+	"github.com/tributary-iot/tributary/hub/hubproc"
 	"github.com/tributary-iot/tributary/hub/hubtest"
 	"github.com/tributary-iot/tributary/streams"
 	"github.com/tributary-iot/tributary/streams/natscluster"
@@ -35,6 +36,22 @@ func withInflux(db influxtest.DB) func(*hub.Config) {
 	return func(cfg *hub.Config) {
 		cfg.InfluxURL, cfg.InfluxOrg, cfg.InfluxToken, cfg.InfluxBucket = db.URL, db.Org, db.Token, db.Bucket
 	}
+}
+
+// startPair starts hubs A and B as child processes sharing sh, this test binary re-executed
+// (TestMain serves the hub); A is killed and B stopped at cleanup.
+func startPair(t *testing.T, ctx context.Context, sh hubproc.Shared) (a, b *hubproc.Child) {
+	t.Helper()
+	var err error
+	if a, err = hubproc.StartShared(ctx, sh, "-test.run=^$"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Kill)
+	if b, err = hubproc.StartShared(ctx, sh, "-test.run=^$"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	return a, b
 }
 
 // createDevices registers n devices "<prefix>-NN" through the hub's API at httpAddr and

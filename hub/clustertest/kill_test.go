@@ -26,16 +26,7 @@ func TestHubKilledDuringQoS1Ingest(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sh := hubproc.Shared{NATSURL: nats.URL(), InfluxURL: db.URL, InfluxOrg: db.Org, InfluxToken: db.Token, InfluxBucket: db.Bucket}
-	a, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Kill)
-	b, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Stop)
+	a, b := startPair(t, ctx, sh)
 
 	tokens := createDevices(t, a.HTTP, "k", devices)
 	f := startFleet(t, []string{a.MQTT, b.MQTT}, tokens, 100*time.Millisecond, 8)

@@ -56,16 +56,7 @@ func TestReplayOwnerKilled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sh := hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl}
-	a, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Kill)
-	b, err := hubproc.StartShared(ctx, sh, "-test.run=^$")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Stop)
+	a, b := startPair(t, ctx, sh)
 
 	// The recording: n readings of one device, 100 ms apart in event time (6 s at speed 1).
 	tokens := createDevices(t, a.HTTP, "rp", 1)
