@@ -9,9 +9,9 @@ import (
 
 // canaryResource is /api/v1/canaries for create, get and delete; list and results have tables
 // of their own (verdicts, scores, per-metric classes).
-var canaryResource = resource{name: "canary", path: "/api/v1/canaries", singular: "canary"}
+var canaryResource = resource{name: "canary", path: "/api/v1/canaries", singular: "canary", apply: true}
 
-const canaryVerbs = "list, get, create, results, delete"
+const canaryVerbs = "list, get, create, apply, results, delete"
 
 // canaries runs hubctl canary list|get|create|results|delete.
 func (c *cli) canaries(args []string) error {
@@ -23,7 +23,7 @@ func (c *cli) canaries(args []string) error {
 		return c.canaryList(args[1:])
 	case "results":
 		return c.canaryResults(args[1:])
-	case "get", "create", "delete", "rm":
+	case "get", "create", "apply", "delete", "rm":
 		return c.resource(canaryResource, args)
 	}
 	return usageErrorf("canary %s: unknown subcommand (want %s)", args[0], canaryVerbs)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,4 +92,17 @@ metrics:
 		[]string{"canary", "delete", "fw21"},
 		[]string{"canary", "list"},
 	)
+
+	// apply replaces a canary (PUT), or creates it; without -f it is a usage error.
+	data, _ := os.ReadFile(file)
+	edited := filepath.Join(t.TempDir(), "edited.yaml")
+	os.WriteFile(edited, append(data, []byte("threshold: 0.5\n")...), 0o600)
+	for range 2 { // creates, then replaces
+		if out, code := hubctl(t, "canary", "apply", "fw21", "-f", edited, "-o", "json"); code != exitOK || !strings.Contains(out, `"threshold": 0.5`) {
+			t.Fatalf("canary apply: exit %d\n%s", code, out)
+		}
+	}
+	if out, code := hubctl(t, "canary", "apply", "fw21"); code != exitUsage || !strings.Contains(out, "want -f FILE") {
+		t.Errorf("canary apply without -f: exit %d\n%s", code, out)
+	}
 }

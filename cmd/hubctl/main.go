@@ -42,8 +42,8 @@ Usage:
   hubctl devices rotate-token <id>
   hubctl tail <topic-filter>... [--fields a,b] [--since SEQ] [--count N] [-o pretty|json]
   hubctl query <device> <field> [--from -1h] [--to now] [--every 1m] [--agg mean] [-o table|csv|json] [--no-spark]
-  hubctl rules list | get <name> | create -f rule.json | delete <name> | stats <name> | results <name>
-  hubctl canary list | get <name> | create -f canary.yaml | results <name> [--since -1h] [--limit N] | delete <name>
+  hubctl rules list | get <name> | create -f rule.json | apply <name> -f rule.json | delete <name> | stats <name> | results <name>
+  hubctl canary list | get <name> | create -f canary.yaml | apply <name> -f canary.yaml | results <name> [--since -1h] [--limit N] | delete <name>
   hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | pause|resume|stop <id> | delete <id>
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
   hubctl keys list | get <id> | revoke <id>

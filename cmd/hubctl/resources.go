@@ -26,10 +26,12 @@ type resource struct {
 	// controls are POST {path}/{id}/{op} verbs; "stop" maps to stopOp.
 	controls []string
 	stopOp   string
+	// apply: "apply <name> -f FILE" replaces (or creates) one with PUT {path}/{name}.
+	apply bool
 }
 
 var resources = map[string]resource{
-	"rules": {name: "rules", path: "/api/v1/rules", singular: "rule", sub: []string{"stats", "results"}},
+	"rules": {name: "rules", path: "/api/v1/rules", singular: "rule", sub: []string{"stats", "results"}, apply: true},
 	"replays": {name: "replay", path: "/api/v1/replays", singular: "replay", jobs: true,
 		controls: []string{"pause", "resume", "cancel"}, stopOp: "cancel"},
 	"simulations": {name: "sim", path: "/api/v1/simulations", singular: "simulation", jobs: true,
@@ -38,6 +40,9 @@ var resources = map[string]resource{
 
 func (c *cli) resource(r resource, args []string) error {
 	verbs := "list, get, create, delete"
+	if r.apply {
+		verbs += ", apply"
+	}
 	if r.jobs {
 		verbs += ", watch, stop"
 	}
@@ -75,6 +80,10 @@ func (c *cli) resource(r resource, args []string) error {
 	}
 	switch verb {
 	case "list", "ls", "get", "delete", "rm", "stop", "watch", "create":
+	case "apply":
+		if !r.apply {
+			return usageErrorf("%s %s: unknown subcommand (want %s)", r.name, verb, verbs)
+		}
 	default:
 		found := false
 		for _, s := range append(r.sub, r.controls...) {
@@ -87,7 +96,7 @@ func (c *cli) resource(r resource, args []string) error {
 	if (verb == "stop" || verb == "watch") && !r.jobs {
 		return usageErrorf("%s %s: unknown subcommand (want %s)", r.name, verb, verbs)
 	}
-	if verb == "create" && *file == "" {
+	if (verb == "create" || verb == "apply") && *file == "" {
 		return usageErrorf("%s %s: want -f FILE", r.name, asked)
 	}
 	if err := c.connect(); err != nil {
@@ -146,6 +155,20 @@ func (c *cli) resource(r resource, args []string) error {
 		}
 		fmt.Fprintf(c.stdout, "%s %s: %s\n", r.singular, pos[0], state)
 		return nil
+	case "apply":
+		p, err := one()
+		if err != nil {
+			return err
+		}
+		body, err := readBody(*file)
+		if err != nil {
+			return err
+		}
+		data, err := c.request("PUT", p, body)
+		if err != nil {
+			return err
+		}
+		return c.printRaw(data)
 	case "watch":
 		p, err := one()
 		if err != nil {
