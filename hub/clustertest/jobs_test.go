@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tributary-iot/tributary/hub/hubproc"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	simfleet "github.com/tributary-iot/tributary/simulator/fleet"
 	"github.com/tributary-iot/tributary/simulator/replay"
 	"github.com/tributary-iot/tributary/streams/natscluster"
 )
@@ -143,5 +145,40 @@ func TestReplayOwnerKilled(t *testing.T) {
 	}
 	if len(seqs) != n {
 		t.Errorf("%d distinct readings replayed, want %d", len(seqs), n)
+	}
+}
+
+// TestSimulationOwnerKilled: a virtual fleet runs in the hub that started it; that hub gets
+// SIGKILL. The other hub sees the owner leave the live members and marks the simulation
+// interrupted, saying why (virtual fleets are not resumed elsewhere).
+func TestSimulationOwnerKilled(t *testing.T) {
+	t.Parallel()
+	const ttl = 2 * time.Second
+	nc3 := natscluster.ForTest(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b := startPair(t, ctx, hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl})
+
+	def := map[string]any{"name": "doomed", "profiles": []map[string]any{{"name": "p", "devices": 2, "protocol": "mqtt", "rate": "5/s",
+		"fields": map[string]any{"t": map[string]any{"model": "constant", "value": 1}}}}}
+	var sim simfleet.Simulation
+	if code := api(t, a.HTTP, "POST", "/api/v1/simulations", def, &sim); code != http.StatusCreated {
+		t.Fatalf("start simulation through hub A: %d %+v", code, sim)
+	}
+	get := func(addr string) simfleet.Simulation {
+		var s simfleet.Simulation
+		api(t, addr, "GET", "/api/v1/simulations/"+sim.ID, nil, &s)
+		return s
+	}
+	hubtest.Eventually(t, 15*time.Second, func() bool { s := get(b.HTTP); return s.Status == simfleet.Running && s.Stats.Sent > 0 },
+		"simulation not running: %+v", get(b.HTTP))
+	a.Kill()
+	killed := time.Now()
+	var s simfleet.Simulation
+	hubtest.Eventually(t, 30*time.Second, func() bool { s = get(b.HTTP); return s.Status == simfleet.Interrupted },
+		"simulation still %s on hub B after its owner died", s.Status)
+	t.Logf("simulation marked interrupted by hub B %v after its owner's SIGKILL (lease TTL %v): %s", time.Since(killed).Round(time.Millisecond), ttl, s.Error)
+	if !strings.Contains(s.Error, "the hub running it stopped") || s.Owner != "" || s.EndedAt.IsZero() {
+		t.Errorf("interrupted simulation %+v: want the reason, no owner and an end time", s)
 	}
 }
