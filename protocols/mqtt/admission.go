@@ -37,7 +37,7 @@ type admissionState struct {
 	conns sync.Map // *mochi.Client → release func()
 	// appBuckets holds each application client's API rate bucket (admission.APIKeyBucket).
 	appBuckets sync.Map // *mochi.Client → string
-	subs  sync.Map // *mochi.Client → subRefusal, from OnSubscribe to the SUBACK's encoding
+	subs       sync.Map // *mochi.Client → subRefusal, from OnSubscribe to the SUBACK's encoding
 }
 
 // subRefusal holds the reason codes of the filters of one SUBSCRIBE refused by a limit.
