@@ -45,6 +45,14 @@ func api(t *testing.T, httpAddr, method, path string, body, out any) int {
 	return resp.StatusCode
 }
 
+// getAPI reads one object from a hub process's API (the zero value when it cannot).
+func getAPI[T any](t *testing.T, httpAddr, path string) T {
+	t.Helper()
+	var v T
+	api(t, httpAddr, "GET", path, nil, &v)
+	return v
+}
+
 // TestReplayOwnerKilled: a paced replay runs on the hub that started it; that hub gets SIGKILL
 // mid-replay. The other hub sees the owner leave the live members (the lease store's keys,
 // which the NATS server expires: no clock comparison), takes the job up from its last
@@ -83,11 +91,7 @@ func TestReplayOwnerKilled(t *testing.T) {
 	if code := api(t, a.HTTP, "POST", "/api/v1/replays", req, &job); code != http.StatusCreated {
 		t.Fatalf("start replay through hub A: %d %+v", code, job)
 	}
-	get := func(addr string) replay.Job {
-		var j replay.Job
-		api(t, addr, "GET", "/api/v1/replays/"+job.ID, nil, &j)
-		return j
-	}
+	get := func(addr string) replay.Job { return getAPI[replay.Job](t, addr, "/api/v1/replays/"+job.ID) }
 	hubtest.Eventually(t, 10*time.Second, func() bool { return get(a.HTTP).Progress.Sent >= 15 }, "replay did not start on hub A: %+v", get(a.HTTP))
 	owner := get(a.HTTP).Owner
 	a.Kill()
@@ -166,9 +170,7 @@ func TestSimulationOwnerKilled(t *testing.T) {
 		t.Fatalf("start simulation through hub A: %d %+v", code, sim)
 	}
 	get := func(addr string) simfleet.Simulation {
-		var s simfleet.Simulation
-		api(t, addr, "GET", "/api/v1/simulations/"+sim.ID, nil, &s)
-		return s
+		return getAPI[simfleet.Simulation](t, addr, "/api/v1/simulations/"+sim.ID)
 	}
 	hubtest.Eventually(t, 15*time.Second, func() bool { s := get(b.HTTP); return s.Status == simfleet.Running && s.Stats.Sent > 0 },
 		"simulation not running: %+v", get(b.HTTP))
