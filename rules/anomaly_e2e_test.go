@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -106,6 +107,17 @@ func TestAnomalyRulesEndToEnd(t *testing.T) {
 		h.Do("GET", "/api/v1/rules/odd-one/stats", nil, &b)
 		return a.EventsIn == 80*n && b.EventsIn == 80*n && a.Results+a.HavingFailed == 7*n && b.Results+b.HavingFailed == 7*n
 	}, "rules did not close 7 windows of %d devices", n)
+	// The spike histories outlive the closed windows: one group per device, on /metrics too.
+	want := fmt.Sprintf("tributary_rule_groups{rule=\"temp-spike\"} %d\n", n)
+	hubtest.Eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get(h.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(body), want)
+	}, "/metrics lacks %q", want)
 	spikes, outs := col.results("rules/temp-spike/alerts"), col.results("rules/odd-one/alerts")
 	if len(spikes) != 1 || spikes[0].Group["device"] != "th-3" || !spikes[0].WindowStart.Equal(start.Add(40*time.Second)) || spikes[0].Values["score"].(float64) < 10 {
 		t.Errorf("spike alerts: %+v, want one of th-3 at +40s", spikes)

@@ -30,6 +30,10 @@ var (
 		Name: "tributary_rule_open_windows",
 		Help: "Windows of a rule holding state.",
 	}, []string{"rule"})
+	metricGroups = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tributary_rule_groups",
+		Help: "Groups (e.g. devices) a rule holds state for: open windows, or the histories of its anomaly functions until they expire.",
+	}, []string{"rule"})
 	metricCheckpoints = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "tributary_rule_checkpoints_total",
 		Help: "Checkpoints a rule stored.",
@@ -44,7 +48,7 @@ var (
 type ruleMetrics struct {
 	accepted, filtered, late, rejected prometheus.Counter
 	results, skipped, checkpoints      prometheus.Counter
-	lag, open                          prometheus.Gauge
+	lag, open, groups                  prometheus.Gauge
 }
 
 func newRuleMetrics(rule string) *ruleMetrics {
@@ -58,6 +62,7 @@ func newRuleMetrics(rule string) *ruleMetrics {
 		checkpoints: metricCheckpoints.WithLabelValues(rule),
 		lag:         metricLag.WithLabelValues(rule),
 		open:        metricOpen.WithLabelValues(rule),
+		groups:      metricGroups.WithLabelValues(rule),
 	}
 }
 
@@ -68,4 +73,5 @@ func forgetMetrics(rule string) {
 	}
 	metricLag.DeleteLabelValues(rule)
 	metricOpen.DeleteLabelValues(rule)
+	metricGroups.DeleteLabelValues(rule)
 }

@@ -614,6 +614,7 @@ func (r *runner) publishStats() {
 	r.met.late.Add(float64(es.Late - p.Late))
 	r.met.rejected.Add(float64(es.Rejected - p.Rejected))
 	r.met.open.Set(float64(es.OpenWindows))
+	r.met.groups.Set(float64(es.Groups))
 	if r.mb != nil && !r.catchingUp.Load() {
 		r.met.lag.Set(float64(r.feed.pending.Load() + uint64(len(r.feed.in)) + uint64(max(0, r.mb.queued.Load()))))
 	} else {
