@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -39,9 +40,12 @@ func withInflux(db influxtest.DB) func(*hub.Config) {
 }
 
 // startPair starts hubs A and B as child processes sharing sh, this test binary re-executed
-// (TestMain serves the hub); A is killed and B stopped at cleanup.
-func startPair(t *testing.T, ctx context.Context, sh hubproc.Shared) (a, b *hubproc.Child) {
+// (TestMain serves the hub); A is killed and B stopped at cleanup. They live until then, not
+// until the test function returns, so the clients a test starts later are cleaned up (and
+// disconnect) while both hubs still run.
+func startPair(t *testing.T, sh hubproc.Shared) (a, b *hubproc.Child) {
 	t.Helper()
+	ctx := context.Background()
 	var err error
 	if a, err = hubproc.StartShared(ctx, sh, "-test.run=^$"); err != nil {
 		t.Fatal(err)
@@ -96,6 +100,7 @@ type fleet struct {
 	timedOut  atomic.Int64 // no PUBACK and no error within 30 s
 	ackedN    atomic.Int64
 	clients   []paho.Client
+	stores    []*settleStore
 	reconnect atomic.Int64
 }
 
@@ -119,21 +124,83 @@ func startFleet(t *testing.T, brokers []string, tokens map[string]string, interv
 		for _, b := range brokers {
 			o.AddBroker("tcp://" + b)
 		}
+		store := &settleStore{Store: paho.NewMemoryStore()}
+		o.SetStore(store).SetCustomOpenConnectionFn(store.dial)
 		c := paho.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("mqtt connect %s: %v", id, tok.Error())
 		}
 		f.clients = append(f.clients, c)
+		f.stores = append(f.stores, store)
 		f.wg.Add(1)
 		go f.publish(c, id, interval, inflight)
 	}
 	t.Cleanup(func() {
 		f.halt()
-		for _, c := range f.clients {
+		for i, c := range f.clients {
+			f.stores[i].awaitSettled(t, c, 3*time.Second)
 			c.Disconnect(50)
 		}
 	})
 	return f
+}
+
+// settleStore is a fleet client's message store, counting the connections the client opens
+// and paho's resume passes over the store. paho (v1.5.1) reports a new connection up before
+// it has finished setting it up, and a Disconnect in that gap races with the setup
+// (eclipse-paho/paho.mqtt.golang#550); the resume pass comes after the setup. A Disconnect
+// issued once every opened connection has had its resume pass (or, on the first connect of a
+// clean session, its store reset) is clear of the race.
+type settleStore struct {
+	paho.Store
+	mu      sync.Mutex
+	dials   int
+	resumes int
+}
+
+func (s *settleStore) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", uri.Host, o.ConnectTimeout)
+	if err == nil {
+		s.mu.Lock()
+		s.dials++
+		s.mu.Unlock()
+	}
+	return conn, err
+}
+
+// All is paho's resume pass after a reconnect (Connect also reads the store before it
+// dials, which is not counted).
+func (s *settleStore) All() []string {
+	s.mu.Lock()
+	if s.dials > 0 {
+		s.resumes++
+	}
+	s.mu.Unlock()
+	return s.Store.All()
+}
+
+// Reset takes the resume pass's place after the first connect of a clean session.
+func (s *settleStore) Reset() {
+	s.mu.Lock()
+	s.resumes++
+	s.mu.Unlock()
+	s.Store.Reset()
+}
+
+// awaitSettled waits, at most max, until c is connected and set up.
+func (s *settleStore) awaitSettled(t *testing.T, c paho.Client, max time.Duration) {
+	for end := time.Now().Add(max); ; time.Sleep(10 * time.Millisecond) {
+		s.mu.Lock()
+		dials, resumes := s.dials, s.resumes
+		s.mu.Unlock()
+		if resumes >= dials && c.IsConnectionOpen() {
+			return
+		}
+		if time.Now().After(end) {
+			t.Logf("client still connecting after %v (%d connections opened, %d set up); disconnecting it anyway", max, dials, resumes)
+			return
+		}
+	}
 }
 
 func (f *fleet) publish(c paho.Client, id string, interval time.Duration, inflight int) {
@@ -235,6 +302,22 @@ func (c seqCounts) check(acked map[string][]int) (missing, dups, distinct int, e
 // streamSeqs reads every device telemetry message in the IOT stream.
 func streamSeqs(t *testing.T, natsURL string) seqCounts {
 	t.Helper()
+	out := seqCounts{}
+	readStream(t, natsURL, streams.SubjectPrefix+".devices.*.telemetry", func(m jetstream.Msg) {
+		topic, _ := streams.SubjectToTopic(m.Subject())
+		var p struct{ Seq *int }
+		if json.Unmarshal(m.Data(), &p) != nil || p.Seq == nil {
+			return // a probe or another test's message
+		}
+		out.add(strings.Split(topic, "/")[1], *p.Seq)
+	})
+	return out
+}
+
+// readStream hands each message of the IOT stream on subjects matching filter to each: as
+// many as the stream counts when the read starts, however slowly they come.
+func readStream(t *testing.T, natsURL, filter string, each func(jetstream.Msg)) {
+	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +330,6 @@ func streamSeqs(t *testing.T, natsURL string) seqCounts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	filter := streams.SubjectPrefix + ".devices.*.telemetry"
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
 	if err != nil {
 		t.Fatal(err)
@@ -256,9 +338,8 @@ func streamSeqs(t *testing.T, natsURL string) seqCounts {
 	for _, n := range info.State.Subjects {
 		total += n
 	}
-	out := seqCounts{}
 	if total == 0 {
-		return out
+		return
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
@@ -272,16 +353,10 @@ func streamSeqs(t *testing.T, natsURL string) seqCounts {
 	for read := uint64(0); read < total; read++ {
 		m, err := it.Next()
 		if err != nil {
-			t.Fatalf("read the stream after %d of %d messages: %v", read, total, err)
+			t.Fatalf("read %s after %d of %d messages: %v", filter, read, total, err)
 		}
-		topic, _ := streams.SubjectToTopic(m.Subject())
-		var p struct{ Seq *int }
-		if json.Unmarshal(m.Data(), &p) != nil || p.Seq == nil {
-			continue // a probe or another test's message
-		}
-		out.add(strings.Split(topic, "/")[1], *p.Seq)
+		each(m)
 	}
-	return out
 }
 
 // influxSeqs reads every telemetry point's seq from db, by device.

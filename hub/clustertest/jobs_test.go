@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tributary-iot/tributary/hub/hubproc"
@@ -63,10 +61,8 @@ func TestReplayOwnerKilled(t *testing.T) {
 	const n = 60
 	const ttl = 2 * time.Second
 	nc3 := natscluster.ForTest(t, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	sh := hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl}
-	a, b := startPair(t, ctx, sh)
+	a, b := startPair(t, sh)
 
 	// The recording: n readings of one device, 100 ms apart in event time (6 s at speed 1).
 	tokens := createDevices(t, a.HTTP, "rp", 1)
@@ -112,36 +108,13 @@ func TestReplayOwnerKilled(t *testing.T) {
 
 	// The sandbox holds each recorded reading exactly once.
 	seqs := map[int]int{}
-	nc, err := nats.Connect(nc3.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-	defer ccancel()
-	cons, err := js.OrderedConsumer(cctx, "IOT", jetstream.OrderedConsumerConfig{FilterSubjects: []string{replay.SandboxSubject(job.ID)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
+	readStream(t, nc3.URL(), replay.SandboxSubject(job.ID), func(m jetstream.Msg) {
+		var p struct{ Seq int }
+		if err := json.Unmarshal(m.Data(), &p); err != nil {
+			t.Fatalf("replayed payload %q: %v", m.Data(), err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			var p struct{ Seq int }
-			if err := json.Unmarshal(m.Data(), &p); err != nil {
-				t.Fatalf("replayed payload %q: %v", m.Data(), err)
-			}
-			seqs[p.Seq]++
-		}
-		if got == 0 {
-			break
-		}
-	}
+		seqs[p.Seq]++
+	})
 	for i := range n {
 		if seqs[i] != 1 {
 			t.Errorf("reading %d replayed %d times, want once", i, seqs[i])
@@ -159,9 +132,7 @@ func TestSimulationOwnerKilled(t *testing.T) {
 	t.Parallel()
 	const ttl = 2 * time.Second
 	nc3 := natscluster.ForTest(t, 3)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, b := startPair(t, ctx, hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl})
+	a, b := startPair(t, hubproc.Shared{NATSURL: nc3.URL(), LeaseTTL: ttl})
 
 	def := map[string]any{"name": "doomed", "profiles": []map[string]any{{"name": "p", "devices": 2, "protocol": "mqtt", "rate": "5/s",
 		"fields": map[string]any{"t": map[string]any{"model": "constant", "value": 1}}}}}

@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -23,10 +22,8 @@ func TestHubKilledDuringQoS1Ingest(t *testing.T) {
 	const devices = 50
 	nats := natscluster.ForTest(t, 3)
 	db := influxtest.Shared(t).NewDB(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	sh := hubproc.Shared{NATSURL: nats.URL(), InfluxURL: db.URL, InfluxOrg: db.Org, InfluxToken: db.Token, InfluxBucket: db.Bucket}
-	a, b := startPair(t, ctx, sh)
+	a, b := startPair(t, sh)
 
 	tokens := createDevices(t, a.HTTP, "k", devices)
 	f := startFleet(t, []string{a.MQTT, b.MQTT}, tokens, 100*time.Millisecond, 8)
