@@ -80,6 +80,7 @@ type Hub struct {
 	audit   *audit.Log
 	// admission is admission control: rates, connection limits, auth throttling.
 	admission *admission.Controller
+	sharing   *rateSharing // splits tenants' and API keys' rates between instances
 }
 
 // New builds the hub: it starts (or connects to) NATS, opens the registry and binds the HTTP
@@ -172,6 +173,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, err
 	}
 	h.rules.UseLeases(h.leases)
+	h.sharing = &rateSharing{nc: h.bus.Conn(), adm: h.admission, self: h.leases.Holder(), interval: time.Second, log: log.With("component", "admission")}
 	h.retention = streams.NewRetainer(h.bus, cfg.RetentionInterval, h.tenantRetention, log)
 	h.retention.UseLeases(h.leases)
 	// Replays and simulations judge whether another instance still runs a job by the lease
@@ -237,6 +239,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		g.Go(func() error { return h.influx.Run(gctx) })
 	}
 	g.Go(func() error { return h.leases.Run(gctx) })
+	g.Go(func() error { return h.sharing.Run(gctx) })
 	g.Go(func() error { return h.rules.Run(gctx) })
 	g.Go(func() error { return h.retention.Run(gctx) })
 	if h.ruleInflux != nil {

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -123,44 +124,78 @@ func (g *Guard) sweep(now time.Time) {
 	}
 }
 
-// keyed is one token bucket per key (API key hash or source address), for the HTTP API.
+// keyed is one token bucket per key (API key hash or source address), for the HTTP API and
+// applications' MQTT publishes.
 type keyed struct {
 	limit rate.Limit
 	burst int
+	// share is this instance's share of a key's bucket (Controller.share).
+	share func(bucket string) float64
 
 	mu sync.Mutex
-	m  map[string]*rate.Limiter
+	m  map[string]*keyBucket
+}
+
+type keyBucket struct {
+	l       *rate.Limiter
+	share   float64
+	checked time.Time // when share was last looked up
+	demand  int64     // requests since takeDemand
 }
 
 // maxKeys bounds the keys tracked; beyond it, full (idle) buckets are swept.
 const maxKeys = 100_000
 
-func newKeyed(perSecond float64, burst int) *keyed {
+func newKeyed(perSecond float64, burst int, share func(string) float64) *keyed {
 	if burst <= 0 {
 		burst = max(1, int(perSecond+0.999))
 	}
-	return &keyed{limit: rate.Limit(perSecond), burst: burst, m: map[string]*rate.Limiter{}}
+	return &keyed{limit: rate.Limit(perSecond), burst: burst, share: share, m: map[string]*keyBucket{}}
 }
 
 func (k *keyed) allow(key string, now time.Time) (time.Duration, bool) {
 	k.mu.Lock()
-	l, ok := k.m[key]
+	b, ok := k.m[key]
 	if !ok {
 		if len(k.m) >= maxKeys {
-			for kk, ll := range k.m {
-				if ll.TokensAt(now) >= float64(k.burst) {
+			for kk, bb := range k.m {
+				if bb.l.TokensAt(now) >= float64(bb.l.Burst()) {
 					delete(k.m, kk)
 				}
 			}
 		}
-		l = rate.NewLimiter(k.limit, k.burst)
-		k.m[key] = l
+		b = &keyBucket{l: rate.NewLimiter(k.limit, k.burst), share: 1}
+		k.m[key] = b
 	}
+	b.demand++
+	if now.Sub(b.checked) >= refreshEvery {
+		b.checked = now
+		if s := k.share(APIBucket(key)); s != b.share {
+			b.share = s
+			b.l.SetLimitAt(now, k.limit*rate.Limit(s))
+			b.l.SetBurstAt(now, max(1, int(math.Round(float64(k.burst)*s))))
+		}
+	}
+	l := b.l
 	k.mu.Unlock()
 	if l.AllowN(now, 1) {
 		return 0, true
 	}
 	// No Reservation to cancel: concurrent cancellations could lose tokens.
 	missing := 1 - l.TokensAt(now)
-	return time.Duration(missing / float64(k.limit) * float64(time.Second)), false
+	return time.Duration(missing / float64(l.Limit()) * float64(time.Second)), false
+}
+
+// takeDemand returns the requests per key since the last call and starts counting afresh.
+func (k *keyed) takeDemand() map[string]int64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string]int64{}
+	for key, b := range k.m {
+		if b.demand > 0 {
+			out[key] = b.demand
+			b.demand = 0
+		}
+	}
+	return out
 }

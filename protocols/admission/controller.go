@@ -57,6 +57,10 @@ type Controller struct {
 	conns connCounts
 	auth  *Guard
 	api   *keyed
+
+	// shares are this instance's shares of tenants' and API keys' buckets (see share.go).
+	shares      atomic.Pointer[map[string]float64]
+	demandSince atomic.Int64 // Unix nanoseconds of the last TakeDemand
 }
 
 // New builds a controller. dir may be nil: every device is then in DefaultTenant with the
@@ -77,7 +81,7 @@ func New(cfg Config, dir Directory, log *slog.Logger) (*Controller, error) {
 	c.conns.devices, c.conns.tenants = map[string]int{}, map[string]int{}
 	c.auth = newGuard(cfg.AuthMaxFailures, cfg.AuthWindow, log)
 	if cfg.APIRate > 0 {
-		c.api = newKeyed(float64(cfg.APIRate), cfg.APIBurst)
+		c.api = newKeyed(float64(cfg.APIRate), cfg.APIBurst, c.share)
 	}
 	return c, nil
 }
@@ -104,25 +108,48 @@ type buckets struct {
 	name   string         // "device d1" or "tenant acme", for messages
 	msgs   *rate.Limiter  // nil: unlimited
 	bytes  *rate.Limiter  // nil: unlimited
+	// The full bursts; a tenant's buckets run at share (under mu) of the limits and bursts.
+	msgBurst, bytesBurst int
+	share                float64
+	demand               atomic.Int64 // messages asked to be admitted since TakeDemand
 }
 
 func (c *Controller) newBuckets(name, tenant string, l devices.Limits) *buckets {
-	b := &buckets{limits: l, tenant: tenant, name: name}
+	b := &buckets{limits: l, tenant: tenant, name: name, share: 1}
 	if l.Rate > 0 {
-		burst := l.Burst
-		if burst <= 0 {
-			burst = max(1, int(math.Ceil(l.Rate)))
+		b.msgBurst = l.Burst
+		if b.msgBurst <= 0 {
+			b.msgBurst = max(1, int(math.Ceil(l.Rate)))
 		}
-		b.msgs = rate.NewLimiter(rate.Limit(l.Rate), burst)
+		b.msgs = rate.NewLimiter(rate.Limit(l.Rate), b.msgBurst)
 	}
 	if l.BytesRate > 0 {
-		burst := l.BytesBurst
-		if burst <= 0 {
-			burst = max(int(math.Ceil(l.BytesRate)), c.cfg.MaxPayload, 1)
+		b.bytesBurst = l.BytesBurst
+		if b.bytesBurst <= 0 {
+			b.bytesBurst = max(int(math.Ceil(l.BytesRate)), c.cfg.MaxPayload, 1)
 		}
-		b.bytes = rate.NewLimiter(rate.Limit(l.BytesRate), burst)
+		b.bytes = rate.NewLimiter(rate.Limit(l.BytesRate), b.bytesBurst)
 	}
 	return b
+}
+
+// applyShare runs b at share of its limits and bursts. A byte burst stays at least the
+// largest payload, so that every acceptable message can still pass.
+func (c *Controller) applyShare(b *buckets, share float64, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.share == share {
+		return
+	}
+	b.share = share
+	if b.msgs != nil {
+		b.msgs.SetLimitAt(now, rate.Limit(b.limits.Rate*share))
+		b.msgs.SetBurstAt(now, max(1, int(math.Round(float64(b.msgBurst)*share))))
+	}
+	if b.bytes != nil {
+		b.bytes.SetLimitAt(now, rate.Limit(b.limits.BytesRate*share))
+		b.bytes.SetBurstAt(now, max(min(c.cfg.MaxPayload, b.bytesBurst), int(math.Round(float64(b.bytesBurst)*share)), 1))
+	}
 }
 
 // deviceBuckets returns the current buckets of device id, looking its profile up again when
@@ -145,10 +172,11 @@ func (c *Controller) deviceBuckets(id string, now time.Time) *buckets {
 func (c *Controller) tenantBuckets(tenant string, now time.Time) *buckets {
 	return current(&c.tenants, tenant, now, func(b *buckets) *buckets {
 		l := c.tenantLimits(tenant)
-		if b != nil && b.limits == l {
-			return b
+		if b == nil || b.limits != l {
+			b = c.newBuckets("tenant "+tenant, tenant, l)
 		}
-		return c.newBuckets("tenant "+tenant, tenant, l)
+		c.applyShare(b, c.share(TenantBucket(tenant)), now)
+		return b
 	})
 }
 
@@ -218,7 +246,14 @@ func (r *reservations) take(l *rate.Limiter, n int, kind error, what string, b *
 	r.n++
 	if d := res.DelayFrom(r.now); d > r.worst {
 		r.worst, r.kind = d, kind
-		r.limit = fmt.Sprintf("%s %s %s", b.name, what, rateString(float64(l.Limit()), what))
+		full := b.limits.Rate
+		if what == "byte rate" {
+			full = b.limits.BytesRate
+		}
+		r.limit = fmt.Sprintf("%s %s %s", b.name, what, rateString(full, what))
+		if b.share < 1 {
+			r.limit += fmt.Sprintf(" (%s on this instance, its share)", rateString(float64(l.Limit()), what))
+		}
 	}
 }
 
@@ -256,6 +291,9 @@ func (c *Controller) Publish(ctx context.Context, protocol, id string, size int,
 	now := c.now()
 	d := c.deviceBuckets(id, now)
 	t := c.tenantBuckets(d.tenant, now)
+	if t.msgs != nil || t.bytes != nil {
+		t.demand.Add(1)
+	}
 	if d.msgs == nil && d.bytes == nil && t.msgs == nil && t.bytes == nil {
 		return nil
 	}

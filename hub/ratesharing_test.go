@@ -1,0 +1,137 @@
+package hub_test
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tributary-iot/tributary/hub"
+	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams"
+)
+
+// TestTenantRateHeldAcrossInstances: two hubs share NATS and a tenant limited to 60 msgs/s.
+// Devices flood the tenant through both (400 msgs/s offered, QoS 0): together the hubs store
+// the limit, not twice it. Then the flood goes on through hub A alone: A takes over nearly
+// the whole limit (a fixed split by instance count would leave it half).
+func TestTenantRateHeldAcrossInstances(t *testing.T) {
+	t.Parallel()
+	const (
+		limit    = 60.0
+		flooders = 20 // half on each hub
+		perFlood = 20 // msgs/s each
+	)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	cfg := func(c *hub.Config) {
+		c.NATSURL, c.NATSAddr = ns.ClientURL(), ""
+		c.TenantRate, c.TenantBurst = limit, 20
+	}
+	a := hubtest.Start(t, cfg)
+	b := hubtest.Start(t, cfg)
+	tokens := createDevices(t, a, "rs", flooders, nil)
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	var stored []time.Time // by the time a hub received them
+	sub, err := nc.Subscribe("iot.devices.*.telemetry", func(m *nats.Msg) {
+		if ns, err := strconv.ParseInt(m.Header.Get(streams.HeaderReceived), 10, 64); err == nil {
+			mu.Lock()
+			stored = append(stored, time.Unix(0, ns))
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	nc.Flush()
+	storedRate := func(from, to time.Time) float64 {
+		// A message stored just before to may reach this subscriber a little later.
+		time.Sleep(500 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, at := range stored {
+			if !at.Before(from) && at.Before(to) {
+				n++
+			}
+		}
+		return float64(n) / to.Sub(from).Seconds()
+	}
+
+	stops := map[*hubtest.Hub]chan struct{}{a: make(chan struct{}), b: make(chan struct{})}
+	var wg sync.WaitGroup
+	for i := range flooders {
+		h := a
+		if i%2 == 1 {
+			h = b
+		}
+		id := fmt.Sprintf("rs%d", i)
+		c := pahov3.NewClient(pahov3.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID(id).
+			SetUsername(id).SetPassword(tokens[id]).SetAutoReconnect(false))
+		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("flooder %s: connect: %v", id, tok.Error())
+		}
+		stop := stops[h]
+		wg.Go(func() {
+			defer c.Disconnect(50)
+			tick := time.NewTicker(time.Second / perFlood)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					c.Publish("devices/"+id+"/telemetry", 0, false, `{"t":1}`)
+				}
+			}
+		})
+	}
+	defer func() {
+		for _, s := range stops {
+			select {
+			case <-s:
+			default:
+				close(s)
+			}
+		}
+		wg.Wait()
+	}()
+
+	// Both hubs flooded: the bursts drain and the reports settle the split first.
+	time.Sleep(3 * time.Second)
+	from := time.Now()
+	time.Sleep(4 * time.Second)
+	both := storedRate(from, time.Now())
+
+	close(stops[b])
+	time.Sleep(3 * time.Second)
+	from = time.Now()
+	time.Sleep(4 * time.Second)
+	aAlone := storedRate(from, time.Now())
+	t.Logf("tenant limit %.0f/s, %d msgs/s offered: stored %.1f/s through two hubs, then %.1f/s through hub A alone", limit, flooders*perFlood, both, aAlone)
+	if both < limit*0.9 || both > limit*1.1 {
+		t.Errorf("two hubs stored %.1f msgs/s of a tenant limited to %.0f/s, want the limit ±10%%", both, limit)
+	}
+	if aAlone < limit*0.9 || aAlone > limit*1.1 {
+		t.Errorf("hub A alone stored %.1f msgs/s once hub B's devices stopped, want the tenant's whole %.0f/s ±10%%", aAlone, limit)
+	}
+}
