@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,10 @@ type device struct {
 
 	connected   bool
 	reconnectAt time.Duration
+	// quiet is set while a resumed run replays the events due before it resumed: the device
+	// decides everything as it did (so what follows is what the uninterrupted run would have
+	// sent) but sends, counts and connects nothing.
+	quiet bool
 	held        []byte   // out of order: sent after the next message
 	late        []outMsg // due in order
 }
@@ -69,8 +74,9 @@ const (
 )
 
 // run sends until ctx ends or the run's duration (end > 0) is reached. start is the run's start;
-// the device is connected already.
-func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
+// the device is connected already. A run resumed on another hub passes the offset it resumes
+// at as from: events due before it are replayed quietly.
+func (d *device) run(ctx context.Context, start time.Time, from, end time.Duration) {
 	d.connected = true
 	defer func() {
 		if d.connected {
@@ -81,6 +87,7 @@ func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 	}()
 	interval := d.prof.Rate.Interval()
 	tick, k := d.plan.Phase, 0
+	d.quiet = from > 0
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -100,6 +107,22 @@ func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 		}
 		if end > 0 && next >= end {
 			return
+		}
+		if d.quiet && next >= from {
+			d.quiet = false
+			if !d.connected { // down at the resume point: up again at its reconnect event
+				d.tr.close()
+				d.c.connected.Add(-1)
+				metricDevices.Dec()
+			}
+		}
+		if d.quiet {
+			d.replay(kind, start, tick, k)
+			if kind == evTick {
+				tick += interval
+				k++
+			}
+			continue
 		}
 		if wait := time.Until(start.Add(next)); wait > 0 {
 			timer.Reset(wait)
@@ -153,24 +176,46 @@ func (d *device) run(ctx context.Context, start time.Time, end time.Duration) {
 	}
 }
 
+// replay takes one event due before a resumed run's resume point the way run would, without
+// sending, counting or touching the connection: the device's random streams, walks, held and
+// late messages and connection state end up where the uninterrupted run had them.
+func (d *device) replay(kind eventKind, start time.Time, off time.Duration, k int) {
+	switch kind {
+	case evTick:
+		d.tick(context.Background(), start, off, k)
+	case evLate:
+		d.late = d.late[1:]
+	case evDisconnect:
+		d.reconnectAt = d.disc.pop() + d.prof.Disconnects.Downtime.D()
+		d.connected = false
+	case evReconnect:
+		d.connected = true
+	case evBurst:
+		at := d.burst.pop()
+		for j := range d.prof.Bursts.Count {
+			d.sample(at+time.Duration(j)*time.Millisecond, k, false)
+		}
+	}
+}
+
 // tick produces the message due at offset off (the k-th) and sends, delays or holds it.
 func (d *device) tick(ctx context.Context, start time.Time, off time.Duration, k int) {
 	vals := d.sample(off, k, true)
 	late, ooo := d.sends.Float64(), d.sends.Float64() // drawn always: decisions stay aligned
 	for _, w := range d.plan.Anomalies {
 		if w.Kind == Dropout && w.covers(off) {
-			d.c.dropped.Add(1)
+			d.count(&d.c.dropped)
 			return
 		}
 	}
 	if !d.connected {
-		d.c.missed.Add(1)
+		d.count(&d.c.missed)
 		return
 	}
 	payload := d.encode(start, off, vals)
 	switch {
 	case late < d.prof.Late.Fraction:
-		d.c.late.Add(1)
+		d.count(&d.c.late)
 		due := off + d.prof.Late.Delay.D()
 		i := len(d.late)
 		for i > 0 && d.late[i-1].due > due {
@@ -180,7 +225,7 @@ func (d *device) tick(ctx context.Context, start time.Time, off time.Duration, k
 		copy(d.late[i+1:], d.late[i:])
 		d.late[i] = outMsg{due: due, payload: payload}
 	case d.held == nil && ooo < d.prof.OutOfOrder:
-		d.c.outOfOrder.Add(1)
+		d.count(&d.c.outOfOrder)
 		d.held = payload
 	default:
 		d.send(ctx, payload)
@@ -191,7 +236,17 @@ func (d *device) tick(ctx context.Context, start time.Time, off time.Duration, k
 	}
 }
 
+// count adds one to a counter, except while replaying quietly.
+func (d *device) count(c *atomic.Uint64) {
+	if !d.quiet {
+		c.Add(1)
+	}
+}
+
 func (d *device) send(ctx context.Context, payload []byte) {
+	if d.quiet {
+		return
+	}
 	if !d.connected {
 		d.c.missed.Add(1)
 		return

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
 	"github.com/tributary-iot/tributary/payload"
 	"github.com/tributary-iot/tributary/rules/sql"
@@ -326,4 +329,34 @@ func TestSimulationLifecycle(t *testing.T) {
 		t.Fatalf("keep_devices: registry holds %d devices, want 9", len(devs.Devices))
 	}
 	_ = fmt.Sprint()
+}
+
+// TestSimulationResumesAfterRestart: a hub that stops (SIGTERM) while a simulation runs hands
+// it over rather than ending it; the hub started in its place on the same NATS resumes it.
+func TestSimulationResumesAfterRestart(t *testing.T) {
+	t.Parallel()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	ext := func(c *hub.Config) { c.NATSURL, c.NATSAddr = ns.ClientURL(), "" }
+	first := hubtest.Start(t, ext)
+	sim := startSim(t, first, `{"name":"restarts","duration":"2m","profiles":[{"name":"p","devices":2,"protocol":"coap","rate":"5/s",
+		"fields":{"t":{"model":"constant","value":1}}}]}`, "application/json")
+	before := waitSim(t, first, sim.ID, 15*time.Second, "running", func(s fleet.Simulation) bool {
+		return s.Status == fleet.Running && s.Stats.Sent >= 5
+	})
+	first.Stop()
+	second := hubtest.Start(t, ext)
+	after := waitSim(t, second, sim.ID, 20*time.Second, "resumed by the new hub", func(s fleet.Simulation) bool {
+		return s.Resumes == 1 && s.Owner == second.Instance() && s.Stats.Sent > before.Stats.Sent
+	})
+	if after.Status != fleet.Running || !after.StartedAt.Equal(before.StartedAt) {
+		t.Errorf("resumed simulation %s started at %v, want running on the first start %v", after.Status, after.StartedAt, before.StartedAt)
+	}
 }

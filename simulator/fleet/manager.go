@@ -33,7 +33,9 @@ const (
 	Stopped     Status = "stopped" // by request
 	Done        Status = "done"    // its duration passed
 	Failed      Status = "failed"
-	Interrupted Status = "interrupted" // its hub stopped; simulations are not resumed
+	// Interrupted is kept for simulations recorded by hubs that did not resume them; a
+	// simulation whose hub stops or dies is now resumed by another (or the restarted) hub.
+	Interrupted Status = "interrupted"
 )
 
 // Active reports whether a simulation in this status has devices running.
@@ -57,6 +59,8 @@ type Simulation struct {
 	Stats     Stats     `json:"stats"`
 	Owner     string    `json:"owner,omitempty"`
 	Heartbeat time.Time `json:"heartbeat,omitzero"`
+	// Resumes counts the times another hub (or the restarted one) took the simulation over.
+	Resumes int `json:"resumes,omitempty"`
 }
 
 // ManagerConfig configures the simulation manager.
@@ -96,9 +100,13 @@ type simRun struct {
 	sim    Simulation
 	plan   *Plan
 	runner *Runner
+	base   Stats         // counters recorded before the run was resumed here
 	stop   chan struct{} // closed by a stop request
 	once   sync.Once
 }
+
+// stats are the simulation's counters: this run's and those from before it was resumed.
+func (r *simRun) stats() Stats { return r.runner.Stats().plus(r.base) }
 
 // NewManager opens the simulations bucket.
 func NewManager(ctx context.Context, js jetstream.JetStream, cfg ManagerConfig, prov Provisioner, log *slog.Logger) (*Manager, error) {
@@ -207,8 +215,8 @@ func (m *Manager) Start(ctx context.Context, data []byte, format string) (Simula
 	return Simulation{}, fmt.Errorf("start simulation: %w", err)
 }
 
-// Run runs the simulations started here until ctx ends (then they end as interrupted), marks
-// those of instances that died as interrupted, and obeys stop requests from any instance.
+// Run runs the simulations started here until ctx ends (then it hands them over), resumes
+// those of instances that died or handed them over, and obeys stop requests from any instance.
 func (m *Manager) Run(ctx context.Context) error {
 	defer close(m.stopped)
 	var wg sync.WaitGroup
@@ -218,7 +226,20 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("simulations: watch: %w", err)
 	}
 	defer w.Stop()
-	m.sweep(ctx)
+	launch := func(run *simRun) {
+		m.mu.Lock()
+		m.runs[run.sim.ID] = run
+		m.mu.Unlock()
+		wg.Go(func() {
+			m.execute(ctx, run)
+			m.mu.Lock()
+			delete(m.runs, run.sim.ID)
+			m.mu.Unlock()
+		})
+	}
+	for _, run := range m.sweep(ctx) {
+		launch(run)
+	}
 	tick := time.NewTicker(m.cfg.Lease / 2)
 	defer tick.Stop()
 	for {
@@ -226,15 +247,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case run := <-m.launch:
-			m.mu.Lock()
-			m.runs[run.sim.ID] = run
-			m.mu.Unlock()
-			wg.Go(func() {
-				m.execute(ctx, run)
-				m.mu.Lock()
-				delete(m.runs, run.sim.ID)
-				m.mu.Unlock()
-			})
+			launch(run)
 		case e, ok := <-w.Updates():
 			if !ok {
 				return nil
@@ -253,38 +266,63 @@ func (m *Manager) Run(ctx context.Context) error {
 				run.once.Do(func() { close(run.stop) })
 			}
 		case <-tick.C:
-			m.sweep(ctx)
+			for _, run := range m.sweep(ctx) {
+				launch(run)
+			}
 		}
 	}
 }
 
-// sweep marks active simulations whose instance stopped heartbeating as interrupted.
-func (m *Manager) sweep(ctx context.Context) {
+// sweep takes over the active simulations whose owner is gone — it died, or handed them over
+// when it stopped — and returns their runs, to resume here on the same timeline; one whose
+// duration has passed meanwhile ends as done. A claim is a compare-and-set of the owner, so
+// of the instances sweeping at once one resumes it.
+func (m *Manager) sweep(ctx context.Context) []*simRun {
 	sims, err := m.List(ctx)
 	if err != nil {
-		return
+		return nil
 	}
+	var out []*simRun
 	for _, s := range sims {
-		if !s.Status.Active() || s.Owner == m.owner && m.local(s.ID) {
+		if !s.Status.Active() || m.local(s.ID) {
 			continue
 		}
-		if s.Owner != m.owner && simulator.OwnerAlive(s.Owner, s.Heartbeat, m.members, m.cfg.Lease, m.now()) {
+		switch {
+		case s.Owner == m.owner:
+			// This instance's own from before a restart under the same name, unless it is
+			// being launched right now (Start records it first).
+			if m.now().Sub(s.Heartbeat) <= m.cfg.Lease {
+				continue
+			}
+		case simulator.OwnerAlive(s.Owner, s.Heartbeat, m.members, m.cfg.Lease, m.now()):
 			continue
 		}
-		_, err := m.update(ctx, s.ID, func(s *Simulation) error {
-			if !s.Status.Active() {
+		ep, err := m.cfg.Endpoints()
+		if err != nil {
+			return out // not serving yet: the next sweep
+		}
+		gone, now := s.Owner, m.now().UTC()
+		claimed, err := m.update(ctx, s.ID, func(s *Simulation) error {
+			if !s.Status.Active() || s.Owner != gone {
 				return errSkip
 			}
-			s.Status, s.Error, s.Owner = Interrupted, "the hub running it stopped; simulations are not resumed: start it again", ""
-			if s.EndedAt.IsZero() {
-				s.EndedAt = s.Heartbeat
+			if d := s.Definition.Duration.D(); d > 0 && !s.StartedAt.IsZero() && now.After(s.StartedAt.Add(d)) {
+				s.Status, s.Owner, s.EndedAt = Done, "", s.StartedAt.Add(d)
+				return nil
 			}
+			s.Owner, s.Heartbeat, s.Error = m.owner, now, ""
+			s.Resumes++
 			return nil
 		})
-		if err == nil {
-			m.log.Warn("simulation interrupted", "simulation", s.ID)
+		if err != nil || claimed.Status == Done {
+			continue
 		}
+		plan := NewPlan(claimed.Definition, claimed.Seed)
+		out = append(out, &simRun{sim: claimed, plan: plan, base: claimed.Stats, stop: make(chan struct{}),
+			runner: NewRunner(plan, Options{Endpoints: ep, Provisioner: m.prov, Concurrency: m.cfg.Concurrency, Log: m.log, ResumeFrom: claimed.StartedAt})})
+		m.log.Warn("simulation resumed here", "simulation", s.ID, "previous_owner", gone, "started_at", claimed.StartedAt)
 	}
+	return out
 }
 
 // UseMembers makes this manager run simulations as self, a member of members, and declare a
@@ -329,41 +367,52 @@ loop:
 			})
 		}
 	}
-	stats := run.runner.Stats()
+	stats := run.stats()
 	m.record(run, func(s *Simulation) {
 		s.Owner = ""
-		s.EndedAt = m.now().UTC()
 		switch {
 		case !s.Status.Active(): // stopped by request
 		case runErr != nil && !errors.Is(runErr, context.Canceled):
 			s.Status, s.Error = Failed, runErr.Error()
 		case ctx.Err() != nil:
-			s.Status, s.Error = Interrupted, "the hub stopped while the simulation ran"
+			// The hub is stopping: the simulation stays active without an owner, and another
+			// hub, or this one when it starts again, resumes it.
+			return
 		default:
 			s.Status = Done
 		}
+		s.EndedAt = m.now().UTC()
 	})
 	m.log.Info("simulation ended", "simulation", run.sim.ID, "sent", stats.Sent, "errors", stats.Errors, "err", runErr)
 }
 
-// record writes the runner's stats and a heartbeat, then applies fn.
+// record writes the runner's stats and a heartbeat, then applies fn. A simulation another
+// instance has taken over (this one was judged gone) is no longer written: the run here stops.
 func (m *Manager) record(run *simRun, fn func(*Simulation)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := m.update(ctx, run.sim.ID, func(s *Simulation) error {
-		s.Stats = run.runner.Stats()
-		s.StartedAt = s.Stats.StartedAt.UTC()
-		if s.Stats.StartedAt.IsZero() {
-			s.StartedAt = time.Time{}
+		if s.Owner != m.owner {
+			return errLost
+		}
+		s.Stats = run.stats()
+		if started := s.Stats.StartedAt; !started.IsZero() {
+			s.StartedAt = started.UTC() // a resumed run keeps the first start until it runs
 		}
 		s.Heartbeat = m.now().UTC()
 		fn(s)
 		return nil
 	})
-	if err != nil && !errors.Is(err, simulator.ErrNotFound) {
+	switch {
+	case errors.Is(err, errLost):
+		m.log.Warn("simulation taken over by another instance; stopping it here", "simulation", run.sim.ID)
+		run.once.Do(func() { close(run.stop) })
+	case err != nil && !errors.Is(err, simulator.ErrNotFound):
 		m.log.Warn("cannot record simulation", "simulation", run.sim.ID, "err", err)
 	}
 }
+
+var errLost = errors.New("simulation taken over by another instance")
 
 func (m *Manager) update(ctx context.Context, id string, fn func(*Simulation) error) (Simulation, error) {
 	for attempt := 0; ; attempt++ {
@@ -414,10 +463,9 @@ func (m *Manager) Get(ctx context.Context, id string) (Simulation, error) {
 	run := m.runs[id]
 	m.mu.Unlock()
 	if run != nil && s.Status.Active() {
-		s.Stats = run.runner.Stats()
-		s.StartedAt = s.Stats.StartedAt.UTC()
-		if s.Stats.StartedAt.IsZero() {
-			s.StartedAt = time.Time{}
+		s.Stats = run.stats()
+		if started := s.Stats.StartedAt; !started.IsZero() {
+			s.StartedAt = started.UTC()
 		}
 	}
 	return s, nil

@@ -52,6 +52,10 @@ type Options struct {
 	// Concurrency bounds parallel provisioning, connecting and disconnecting (default 64).
 	Concurrency int
 	Log         *slog.Logger
+	// ResumeFrom, when set, is the start of a run that another hub began: the devices carry
+	// on from now on that run's timeline (the same messages, anomalies and events at the same
+	// times) instead of starting a new one.
+	ResumeFrom time.Time
 }
 
 // Run phases.
@@ -63,6 +67,20 @@ const (
 	PhaseStopping     = "stopping"
 	PhaseFinished     = "finished"
 )
+
+// plus adds the counters of base, what a run recorded before it was resumed here.
+func (s Stats) plus(base Stats) Stats {
+	s.Sent += base.Sent
+	s.Errors += base.Errors
+	s.Missed += base.Missed
+	s.Dropped += base.Dropped
+	s.Late += base.Late
+	s.OutOfOrder += base.OutOfOrder
+	s.Bursts += base.Bursts
+	s.Disconnects += base.Disconnects
+	s.Reconnects += base.Reconnects
+	return s
+}
 
 // Stats of a run.
 type Stats struct {
@@ -293,7 +311,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("%d of %d virtual devices could not connect", f, n)
 	}
 
-	start := time.Now()
+	start, from := time.Now(), time.Duration(0)
+	if !r.opts.ResumeFrom.IsZero() {
+		start = r.opts.ResumeFrom
+		from = time.Since(start)
+	}
 	r.mu.Lock()
 	r.phase, r.start = PhaseRunning, start
 	r.mu.Unlock()
@@ -305,7 +327,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		d := &r.plan.Devices[i]
 		dv := newDevice(r.plan, d, trs[i], r.c[d.Profile])
 		trs[i] = nil // the device disconnects itself at the end
-		wg.Go(func() { dv.run(ctx, start, def.Duration.D()) })
+		wg.Go(func() { dv.run(ctx, start, from, def.Duration.D()) })
 	}
 	sctx, stopSampling := context.WithCancel(ctx)
 	var sw sync.WaitGroup
