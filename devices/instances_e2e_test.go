@@ -7,25 +7,17 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 )
 
 // TestTwoInstances: two hubs on one NATS share device management: a device connected to one
 // is online on the other, its status changes are published once, and desired state and
 // commands set through the other reach it, with delivery and answers recorded.
 func TestTwoInstances(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown) // after the hubs' own cleanups, which stop them first
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := streamstest.Server(t)
 	ext := func(c *hub.Config) { c.NATSURL = ns.ClientURL(); c.NATSAddr = "" }
 	a := hubtest.Start(t, ext)
 	b := hubtest.Start(t, ext)

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tributary-iot/tributary/api"
 	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 )
 
 // TestEveryRouteHasAScope walks every authenticated route the hub serves: each has a row in the
@@ -177,15 +177,7 @@ func TestScopedKeys(t *testing.T) {
 // NATS within a second, over HTTP and for its MQTT session.
 func TestRevocationAcrossInstances(t *testing.T) {
 	t.Parallel()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := streamstest.Server(t)
 	ext := func(c *hub.Config) { c.NATSURL = ns.ClientURL(); c.NATSAddr = "" }
 	a := hubtest.Start(t, ext)
 	b := hubtest.Start(t, ext)

@@ -8,12 +8,12 @@ import (
 	"time"
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 )
 
 // TestTenantRateHeldAcrossInstances: two hubs share NATS and a tenant limited to 60 msgs/s.
@@ -27,15 +27,7 @@ func TestTenantRateHeldAcrossInstances(t *testing.T) {
 		flooders = 20 // half on each hub
 		perFlood = 20 // msgs/s each
 	)
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := streamstest.Server(t)
 	cfg := func(c *hub.Config) {
 		c.NATSURL, c.NATSAddr = ns.ClientURL(), ""
 		c.TenantRate, c.TenantBurst = limit, 20

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 )
 
 // TestQoS1MessagesAndDevicesSurviveRestart: every PUBACKed message is readable after the hub
@@ -51,15 +52,7 @@ func TestQoS1MessagesAndDevicesSurviveRestart(t *testing.T) {
 
 // TestExternalNATS runs the hub against a separately started nats-server.
 func TestExternalNATS(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := streamstest.Server(t)
 	h := &testHub{Hub: hubtest.Start(t, func(c *hub.Config) { c.NATSURL = ns.ClientURL(); c.NATSAddr = "" })}
 	h.tokens = map[string]string{"d1": h.CreateDevice("d1", nil)}
 	if h.NATSURL() != "" {

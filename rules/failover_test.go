@@ -6,24 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 )
-
-// startNATS runs a nats-server with JetStream on a loopback port: the "external" NATS that
-// several hubd instances share.
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return ns
-}
 
 // instance is the hub's name in leases, from /readyz.
 func (p *hubProc) instance() string {
@@ -52,7 +36,7 @@ func TestRuleOwnerKilled(t *testing.T) {
 	bin := buildHubd(t)
 	want := referenceOutputs(t, bin)
 
-	ns := startNATS(t)
+	ns := streamstest.Server(t) // the "external" NATS the hubd instances share
 	const ttl = 2 * time.Second
 	flags := []string{"--nats-url", ns.ClientURL(), "--nats-addr", "", "--lease-ttl", ttl.String()}
 	a := startHubd(t, bin, t.TempDir(), flags...)

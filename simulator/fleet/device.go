@@ -33,8 +33,8 @@ type device struct {
 	// decides everything as it did (so what follows is what the uninterrupted run would have
 	// sent) but sends, counts and connects nothing.
 	quiet bool
-	held        []byte   // out of order: sent after the next message
-	late        []outMsg // due in order
+	held  []byte   // out of order: sent after the next message
+	late  []outMsg // due in order
 }
 
 type outMsg struct {

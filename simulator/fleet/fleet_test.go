@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
 	"github.com/tributary-iot/tributary/payload"
@@ -19,6 +17,7 @@ import (
 	"github.com/tributary-iot/tributary/simulator/fleet"
 	"github.com/tributary-iot/tributary/simulator/simtest"
 	"github.com/tributary-iot/tributary/streams"
+	"github.com/tributary-iot/tributary/streams/streamstest"
 	"github.com/tributary-iot/tributary/streams/window"
 )
 
@@ -335,15 +334,7 @@ func TestSimulationLifecycle(t *testing.T) {
 // it over rather than ending it; the hub started in its place on the same NATS resumes it.
 func TestSimulationResumesAfterRestart(t *testing.T) {
 	t.Parallel()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := streamstest.Server(t)
 	ext := func(c *hub.Config) { c.NATSURL, c.NATSAddr = ns.ClientURL(), "" }
 	first := hubtest.Start(t, ext)
 	sim := startSim(t, first, `{"name":"restarts","duration":"2m","profiles":[{"name":"p","devices":2,"protocol":"coap","rate":"5/s",

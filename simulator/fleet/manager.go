@@ -28,11 +28,11 @@ const Bucket = "simulations"
 type Status string
 
 const (
-	Starting    Status = "starting" // provisioning and connecting devices
-	Running     Status = "running"
-	Stopped     Status = "stopped" // by request
-	Done        Status = "done"    // its duration passed
-	Failed      Status = "failed"
+	Starting Status = "starting" // provisioning and connecting devices
+	Running  Status = "running"
+	Stopped  Status = "stopped" // by request
+	Done     Status = "done"    // its duration passed
+	Failed   Status = "failed"
 	// Interrupted is kept for simulations recorded by hubs that did not resume them; a
 	// simulation whose hub stops or dies is now resumed by another (or the restarted) hub.
 	Interrupted Status = "interrupted"

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/tributary-iot/tributary/streams"
 )
@@ -33,6 +36,23 @@ func NewWithConfig(t testing.TB, cfg streams.Config) *streams.Bus {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// Server starts a standalone nats-server with JetStream storing under t.TempDir(), on a free
+// loopback port, shut down at cleanup: for tests where several hubs share one NATS
+// (hub.Config.NATSURL = s.ClientURL()). Register it before the hubs, so that they stop first.
+func Server(t testing.TB) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	return ns
 }
 
 // Logger writes to the test log at warning level and above, so failures show what went wrong
