@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -84,9 +85,14 @@ func createDevices(t *testing.T, httpAddr, prefix string, n int) map[string]stri
 	return tokens
 }
 
-// fleet is devices publishing numbered QoS 1 telemetry ({"ts": …, "seq": n}, ts unique per
-// device so that InfluxDB stores one point per message) to whichever of brokers accepts them:
-// paho tries them in order and reconnects on its own, resending unacknowledged messages.
+// fleet is MQTT 5 devices (paho.golang's autopaho, moving to the next broker when one goes)
+// publishing numbered QoS 1 telemetry ({"ts": …, "seq": n}, ts unique per device so that
+// InfluxDB stores one point per message). A message counts as acknowledged only when its PUBACK
+// with a success code came back; a publish that failed (the connection dropped, an error code,
+// no answer in 10 s) is sent again once a connection is up, as a device would, so a message may
+// be stored twice but none is given up while the test runs. (Paho's MQTT 3.1.1 client cannot
+// be used for this count: when it resends after a reconnect, it completes the original publish
+// token as if it had been acknowledged.)
 type fleet struct {
 	t     *testing.T
 	base  int64 // ts of seq 0, Unix ms
@@ -94,14 +100,15 @@ type fleet struct {
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	acked map[string][]int // device → seqs PUBACKed
-	sent  atomic.Int64
-	// nacked counts publishes whose token ended with an error: not acknowledged, may be stored.
-	nacked    atomic.Int64
-	timedOut  atomic.Int64 // no PUBACK and no error within 30 s
-	ackedN    atomic.Int64
-	clients   []paho.Client
-	stores    []*settleStore
+	sent  atomic.Int64     // distinct messages (seqs)
+	// retried counts failed attempts, each followed by another.
+	retried  atomic.Int64
+	timedOut atomic.Int64 // seqs still not acknowledged 30 s after the fleet halted
+	ackedN   atomic.Int64
+	clients  []*autopaho.ConnectionManager
+	// reconnect counts connections after each device's first.
 	reconnect atomic.Int64
+	haltedAt  atomic.Int64 // Unix ns
 }
 
 // startFleet starts one publisher per device, each sending every interval with up to
@@ -109,140 +116,99 @@ type fleet struct {
 func startFleet(t *testing.T, brokers []string, tokens map[string]string, interval time.Duration, inflight int) *fleet {
 	t.Helper()
 	f := &fleet{t: t, base: time.Now().Add(-time.Hour).UnixMilli(), stop: make(chan struct{}), acked: map[string][]int{}}
-	ids := make([]string, 0, len(tokens))
-	for id := range tokens {
-		ids = append(ids, id)
+	var urls []*url.URL
+	for _, b := range brokers {
+		urls = append(urls, &url.URL{Scheme: "mqtt", Host: b})
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		o := paho.NewClientOptions().SetClientID(id).SetUsername(id).SetPassword(tokens[id]).
-			SetCleanSession(true).SetAutoReconnect(true).SetConnectRetry(true).
-			SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(500 * time.Millisecond).
-			SetConnectTimeout(3 * time.Second).SetWriteTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
-			SetOrderMatters(false).
-			SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { f.reconnect.Add(1) })
-		for _, b := range brokers {
-			o.AddBroker("tcp://" + b)
+	for _, id := range slices.Sorted(maps.Keys(tokens)) {
+		var ups atomic.Int64
+		cm, err := autopaho.NewConnection(context.Background(), autopaho.ClientConfig{
+			ServerUrls: urls, KeepAlive: 30, CleanStartOnInitialConnection: true,
+			ReconnectBackoff: func(int) time.Duration { return 200 * time.Millisecond },
+			ConnectTimeout:   3 * time.Second,
+			ConnectUsername:  id, ConnectPassword: []byte(tokens[id]),
+			OnConnectionUp: func(*autopaho.ConnectionManager, *paho.Connack) {
+				if ups.Add(1) > 1 {
+					f.reconnect.Add(1)
+				}
+			},
+			ClientConfig: paho.ClientConfig{ClientID: id},
+		})
+		if err != nil {
+			t.Fatalf("mqtt %s: %v", id, err)
 		}
-		store := &settleStore{Store: paho.NewMemoryStore()}
-		o.SetStore(store).SetCustomOpenConnectionFn(store.dial)
-		c := paho.NewClient(o)
-		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			t.Fatalf("mqtt connect %s: %v", id, tok.Error())
+		f.clients = append(f.clients, cm)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = cm.AwaitConnection(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("mqtt connect %s: %v", id, err)
 		}
-		f.clients = append(f.clients, c)
-		f.stores = append(f.stores, store)
 		f.wg.Add(1)
-		go f.publish(c, id, interval, inflight)
+		go f.publish(cm, id, interval, inflight)
 	}
 	t.Cleanup(func() {
 		f.halt()
-		for i, c := range f.clients {
-			f.stores[i].awaitSettled(t, c, 3*time.Second)
-			c.Disconnect(50)
+		for _, c := range f.clients {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c.Disconnect(ctx)
+			cancel()
 		}
 	})
 	return f
 }
 
-// settleStore is a fleet client's message store, counting the connections the client opens
-// and paho's resume passes over the store. paho (v1.5.1) reports a new connection up before
-// it has finished setting it up, and a Disconnect in that gap races with the setup
-// (eclipse-paho/paho.mqtt.golang#550); the resume pass comes after the setup. A Disconnect
-// issued once every opened connection has had its resume pass (or, on the first connect of a
-// clean session, its store reset) is clear of the race.
-type settleStore struct {
-	paho.Store
-	mu      sync.Mutex
-	dials   int
-	resumes int
-}
-
-func (s *settleStore) dial(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", uri.Host, o.ConnectTimeout)
-	if err == nil {
-		s.mu.Lock()
-		s.dials++
-		s.mu.Unlock()
-	}
-	return conn, err
-}
-
-// All is paho's resume pass after a reconnect (Connect also reads the store before it
-// dials, which is not counted).
-func (s *settleStore) All() []string {
-	s.mu.Lock()
-	if s.dials > 0 {
-		s.resumes++
-	}
-	s.mu.Unlock()
-	return s.Store.All()
-}
-
-// Reset takes the resume pass's place after the first connect of a clean session.
-func (s *settleStore) Reset() {
-	s.mu.Lock()
-	s.resumes++
-	s.mu.Unlock()
-	s.Store.Reset()
-}
-
-// awaitSettled waits, at most max, until c is connected and set up.
-func (s *settleStore) awaitSettled(t *testing.T, c paho.Client, max time.Duration) {
-	for end := time.Now().Add(max); ; time.Sleep(10 * time.Millisecond) {
-		s.mu.Lock()
-		dials, resumes := s.dials, s.resumes
-		s.mu.Unlock()
-		if resumes >= dials && c.IsConnectionOpen() {
-			return
-		}
-		if time.Now().After(end) {
-			t.Logf("client still connecting after %v (%d connections opened, %d set up); disconnecting it anyway", max, dials, resumes)
-			return
-		}
-	}
-}
-
-func (f *fleet) publish(c paho.Client, id string, interval time.Duration, inflight int) {
+func (f *fleet) publish(cm *autopaho.ConnectionManager, id string, interval time.Duration, inflight int) {
 	defer f.wg.Done()
-	type pending struct {
-		seq int
-		tok paho.Token
-	}
-	window := make(chan pending, inflight)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for p := range window {
-			// A token waits through a reconnect: paho resends the message to the next broker.
-			if !p.tok.WaitTimeout(30 * time.Second) {
-				f.timedOut.Add(1)
-				continue
-			}
-			if p.tok.Error() != nil {
-				f.nacked.Add(1)
-				continue
-			}
-			f.ackedN.Add(1)
-			f.mu.Lock()
-			f.acked[id] = append(f.acked[id], p.seq)
-			f.mu.Unlock()
-		}
-	}()
+	window := make(chan struct{}, inflight)
+	var pending sync.WaitGroup
+	defer pending.Wait()
 	topic := "devices/" + id + "/telemetry"
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for seq := 0; ; seq++ {
 		select {
 		case <-f.stop:
-			close(window)
-			<-done
 			return
 		case <-tick.C:
 		}
-		payload := fmt.Sprintf(`{"ts":%d,"seq":%d}`, f.base+int64(seq), seq)
-		window <- pending{seq, c.Publish(topic, 1, false, payload)}
+		select { // a full window holds the device back, as its MQTT client would
+		case window <- struct{}{}:
+		case <-f.stop:
+			return
+		}
 		f.sent.Add(1)
+		payload := []byte(fmt.Sprintf(`{"ts":%d,"seq":%d}`, f.base+int64(seq), seq))
+		pending.Go(func() {
+			defer func() { <-window }()
+			f.deliver(cm, id, topic, seq, payload)
+		})
+	}
+}
+
+// deliver publishes one message until a PUBACK acknowledges it, or until 30 s after halt.
+func (f *fleet) deliver(cm *autopaho.ConnectionManager, id, topic string, seq int, payload []byte) {
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := cm.Publish(ctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
+		cancel()
+		if err == nil && resp.ReasonCode < 0x80 {
+			f.ackedN.Add(1)
+			f.mu.Lock()
+			f.acked[id] = append(f.acked[id], seq)
+			f.mu.Unlock()
+			return
+		}
+		f.retried.Add(1)
+		if h := f.haltedAt.Load(); h != 0 && time.Since(time.Unix(0, h)) > 30*time.Second {
+			f.timedOut.Add(1)
+			return
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		if cm.AwaitConnection(ctx) == nil {
+			time.Sleep(20 * time.Millisecond) // the connection may be the one that just failed
+		}
+		cancel()
 	}
 }
 
@@ -253,6 +219,7 @@ func (f *fleet) halt() {
 		return
 	default:
 	}
+	f.haltedAt.Store(time.Now().UnixNano())
 	close(f.stop)
 	f.wg.Wait()
 }

@@ -42,7 +42,7 @@ func TestHubKilledDuringQoS1Ingest(t *testing.T) {
 	acked := f.ackedSnapshot()
 	inStream := streamSeqs(t, nats.URL())
 	missing, dups, distinct, ex := inStream.check(acked)
-	t.Logf("sent %d, acknowledged %d, not acknowledged %d; stream: %d distinct, %d duplicates", f.sent.Load(), total(acked), f.nacked.Load(), distinct, dups)
+	t.Logf("sent %d, acknowledged %d (%d attempts failed and were sent again, %d never acknowledged); stream: %d distinct, %d duplicates", f.sent.Load(), total(acked), f.retried.Load(), f.timedOut.Load(), distinct, dups)
 	if missing > 0 {
 		t.Fatalf("%d acknowledged messages are not in the stream (e.g. %s)", missing, ex)
 	}
