@@ -59,16 +59,19 @@ const subjectDemand = "tributary.admission.demand"
 // left out (they keep their share, or the whole limit, until they are reported again).
 const maxReportedBuckets = 5000
 
-// demandReport is one instance's demand, as sent on subjectDemand.
+// demandReport is one instance's demand and its device connections per tenant, as sent on
+// subjectDemand.
 type demandReport struct {
-	Instance string           `json:"instance"`
-	Demand   admission.Demand `json:"demand"`
+	Instance    string           `json:"instance"`
+	Demand      admission.Demand `json:"demand"`
+	Connections map[string]int   `json:"connections,omitempty"`
 }
 
 // rateSharing splits tenants' and API keys' rate limits between the hub instances sharing
 // NATS (admission.Shares): every interval it sends this instance's demand, keeps the other
 // instances' latest reports, and sets this instance's shares. With one instance every share
-// is 1, so nothing changes.
+// is 1, so nothing changes. The reports also carry each instance's device connections per
+// tenant, which a tenant's connection limit counts together.
 type rateSharing struct {
 	nc       *nats.Conn
 	adm      *admission.Controller
@@ -80,6 +83,7 @@ type rateSharing struct {
 type peerDemand struct {
 	at     time.Time
 	demand admission.Demand
+	conns  map[string]int
 }
 
 func (r *rateSharing) Run(ctx context.Context) error {
@@ -95,7 +99,7 @@ func (r *rateSharing) Run(ctx context.Context) error {
 			return
 		}
 		mu.Lock()
-		peers[rep.Instance] = peerDemand{time.Now(), rep.Demand}
+		peers[rep.Instance] = peerDemand{time.Now(), rep.Demand, rep.Connections}
 		mu.Unlock()
 	})
 	if err != nil {
@@ -112,11 +116,12 @@ func (r *rateSharing) Run(ctx context.Context) error {
 		}
 		// Sent also when empty, so that the others see demand here end within an interval.
 		own := trimDemand(r.adm.TakeDemand(), maxReportedBuckets)
-		data, _ := json.Marshal(demandReport{Instance: r.self, Demand: own})
+		data, _ := json.Marshal(demandReport{Instance: r.self, Demand: own, Connections: r.adm.TenantConnections()})
 		if err := r.nc.Publish(subjectDemand, data); err != nil {
 			r.log.Debug("rate demand report not sent", "err", err)
 		}
 		var others []admission.Demand
+		peerConns := map[string]int{}
 		mu.Lock()
 		for id, p := range peers {
 			// An instance that has not reported for three intervals is gone; its share
@@ -126,9 +131,13 @@ func (r *rateSharing) Run(ctx context.Context) error {
 				continue
 			}
 			others = append(others, p.demand)
+			for tenant, n := range p.conns {
+				peerConns[tenant] += n
+			}
 		}
 		mu.Unlock()
 		r.adm.SetShares(admission.Shares(own, others))
+		r.adm.SetPeerConnections(peerConns)
 	}
 }
 

@@ -3,10 +3,12 @@ package hub_test
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 
@@ -126,4 +128,56 @@ func TestTenantRateHeldAcrossInstances(t *testing.T) {
 	if aAlone < limit*0.9 || aAlone > limit*1.1 {
 		t.Errorf("hub A alone stored %.1f msgs/s once hub B's devices stopped, want the tenant's whole %.0f/s ±10%%", aAlone, limit)
 	}
+}
+
+// TestTenantConnectionsCountedAcrossInstances: a tenant allowed 3 device connections holds 2 on
+// hub A and 1 on hub B; a 4th connection, to hub B, is refused with CONNACK 0x97 naming the
+// limit, and is let in once a connection on hub A ends.
+func TestTenantConnectionsCountedAcrossInstances(t *testing.T) {
+	t.Parallel()
+	ns := streamstest.Server(t)
+	cfg := func(c *hub.Config) {
+		c.NATSURL, c.NATSAddr = ns.ClientURL(), ""
+		c.TenantMaxConnections = 3
+	}
+	a := hubtest.Start(t, cfg)
+	b := hubtest.Start(t, cfg)
+	tokens := createDevices(t, a, "cc", 4, nil)
+	connect := func(h *hubtest.Hub, id string) (*paho.Client, *paho.Connack, error) {
+		c, ca, _, err := v5From(t, "", h.MQTTAddr(), id, id, tokens[id])
+		return c, ca, err
+	}
+	a0, _, err := connect(a, "cc0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := connect(a, "cc1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := connect(b, "cc2"); err != nil {
+		t.Fatal(err)
+	}
+	// Hub B learns of A's connections from A's next report (every second).
+	var ca *paho.Connack
+	hubtest.Eventually(t, 5*time.Second, func() bool {
+		c, got, err := connect(b, "cc3")
+		if err == nil {
+			c.Disconnect(&paho.Disconnect{})
+			time.Sleep(200 * time.Millisecond)
+			return false
+		}
+		ca = got
+		return true
+	}, "a 4th connection of a tenant limited to 3 (2 on hub A, 1 on hub B) was let into hub B")
+	if ca == nil || ca.ReasonCode != 0x97 || ca.Properties == nil || !strings.Contains(ca.Properties.ReasonString, "tenant default may hold 3 connections") {
+		t.Fatalf("CONNACK %+v, want 0x97 naming the tenant's limit", ca)
+	}
+	a0.Disconnect(&paho.Disconnect{})
+	hubtest.Eventually(t, 5*time.Second, func() bool {
+		c, _, err := connect(b, "cc3")
+		if err == nil {
+			c.Disconnect(&paho.Disconnect{})
+		}
+		return err == nil
+	}, "the 4th connection still refused after a connection on hub A ended")
 }

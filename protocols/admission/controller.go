@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,8 @@ type Controller struct {
 	// shares are this instance's shares of tenants' and API keys' buckets (see share.go).
 	shares      atomic.Pointer[map[string]float64]
 	demandSince atomic.Int64 // Unix nanoseconds of the last TakeDemand
+	// peerConns are the other instances' device connections per tenant, as last reported.
+	peerConns atomic.Pointer[map[string]int]
 }
 
 // New builds a controller. dir may be nil: every device is then in DefaultTenant with the
@@ -377,7 +380,7 @@ func (c *Controller) Connect(id string, takeover bool) (release func(), err erro
 			limit = fmt.Sprintf("the hub's limit of %d connections is reached", c.cfg.MaxConnections)
 		case b != nil && b.limits.MaxConnections > 0 && cc.devices[id] >= b.limits.MaxConnections:
 			limit = fmt.Sprintf("device %s may hold %d connection(s) at a time", id, b.limits.MaxConnections)
-		case b != nil && tl.MaxConnections > 0 && cc.tenants[b.tenant] >= tl.MaxConnections:
+		case b != nil && tl.MaxConnections > 0 && cc.tenants[b.tenant]+c.peerConnections(b.tenant) >= tl.MaxConnections:
 			limit = fmt.Sprintf("tenant %s may hold %d connections at a time", b.tenant, tl.MaxConnections)
 		}
 		if limit != "" {
@@ -412,11 +415,32 @@ func (c *Controller) Connect(id string, takeover bool) (release func(), err erro
 	}, nil
 }
 
-// Connections returns the current connections of one tenant.
+// Connections returns the current connections of one tenant to this instance.
 func (c *Controller) Connections(tenant string) int {
 	c.conns.mu.Lock()
 	defer c.conns.mu.Unlock()
 	return c.conns.tenants[tenant]
+}
+
+// TenantConnections returns this instance's device connections per tenant (for the other
+// instances, through SetPeerConnections).
+func (c *Controller) TenantConnections() map[string]int {
+	c.conns.mu.Lock()
+	defer c.conns.mu.Unlock()
+	return maps.Clone(c.conns.tenants)
+}
+
+// SetPeerConnections sets the other instances' device connections per tenant, summed: a
+// tenant's connection limit counts them with this instance's own.
+func (c *Controller) SetPeerConnections(conns map[string]int) {
+	c.peerConns.Store(&conns)
+}
+
+func (c *Controller) peerConnections(tenant string) int {
+	if m := c.peerConns.Load(); m != nil {
+		return (*m)[tenant]
+	}
+	return 0
 }
 
 // AllowAPI admits one HTTP API request by key (a hash of the API key, or the source address
