@@ -28,7 +28,6 @@ import (
 	"github.com/tributary-iot/tributary/hub"
 	"github.com/tributary-iot/tributary/hub/hubtest"
 	"github.com/tributary-iot/tributary/protocols/coap"
-	"github.com/tributary-iot/tributary/streams"
 )
 
 // createDevices registers devices id prefix 0..n-1 in one bulk request and returns their tokens.
@@ -117,32 +116,7 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	tokens := createDevices(t, h, "f", flooders, nil)
 	goodToken := h.CreateDevice("good", nil)
 
-	nc, err := nats.Connect(h.NATSURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	// Stored messages by the time the hub received them (a stalled subscriber must not move
-	// them into or out of the window).
-	var mu sync.Mutex
-	var stored []time.Time
-	sub, err := nc.Subscribe("iot.devices.*.telemetry", func(m *nats.Msg) {
-		ns, err := strconv.ParseInt(m.Header.Get(streams.HeaderReceived), 10, 64)
-		if err != nil {
-			t.Errorf("stored message without %s: %v", streams.HeaderReceived, err)
-			return
-		}
-		mu.Lock()
-		stored = append(stored, time.Unix(0, ns))
-		mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	stored := recordStored(t, h.NATSURL())
 
 	good, _, _, err := v5From(t, "", h.MQTTAddr(), "good", "good", goodToken)
 	if err != nil {
@@ -206,21 +180,8 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	if code, err := publishV5(good, "devices/good/telemetry", 1, []byte(`{"t":2}`)); err != nil || code != 0 {
 		t.Fatalf("well-behaved device after the flood: reason 0x%02x, %v", code, err)
 	}
-	hubtest.Eventually(t, 10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(stored) > 0 && stored[len(stored)-1].After(to)
-	}, "no stored message received after the window")
-
-	mu.Lock()
-	n := 0
-	for _, at := range stored {
-		if !at.Before(from) && at.Before(to) {
-			n++
-		}
-	}
-	mu.Unlock()
-	got := float64(n) / to.Sub(from).Seconds()
+	hubtest.Eventually(t, 10*time.Second, func() bool { return stored.last().After(to) }, "no stored message received after the window")
+	got := float64(stored.between(from, to)) / to.Sub(from).Seconds()
 	t.Logf("offered %d messages; stored %.0f/s over %v (limit %.0f/s); well-behaved QoS 1 p50/p95/p99: unloaded %v/%v/%v, under flood %v/%v/%v",
 		sent.Load(), got, to.Sub(from).Round(time.Millisecond), limit,
 		percentile(unloaded, .5), percentile(unloaded, .95), percentile(unloaded, .99),

@@ -38,37 +38,10 @@ func TestTenantRateHeldAcrossInstances(t *testing.T) {
 	b := hubtest.Start(t, cfg)
 	tokens := createDevices(t, a, "rs", flooders, nil)
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	var mu sync.Mutex
-	var stored []time.Time // by the time a hub received them
-	sub, err := nc.Subscribe("iot.devices.*.telemetry", func(m *nats.Msg) {
-		if ns, err := strconv.ParseInt(m.Header.Get(streams.HeaderReceived), 10, 64); err == nil {
-			mu.Lock()
-			stored = append(stored, time.Unix(0, ns))
-			mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	nc.Flush()
+	stored := recordStored(t, ns.ClientURL())
 	storedRate := func(from, to time.Time) float64 {
-		// A message stored just before to may reach this subscriber a little later.
-		time.Sleep(500 * time.Millisecond)
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, at := range stored {
-			if !at.Before(from) && at.Before(to) {
-				n++
-			}
-		}
-		return float64(n) / to.Sub(from).Seconds()
+		time.Sleep(500 * time.Millisecond) // one stored just before to may arrive a little later
+		return float64(stored.between(from, to)) / to.Sub(from).Seconds()
 	}
 
 	stops := map[*hubtest.Hub]chan struct{}{a: make(chan struct{}), b: make(chan struct{})}
@@ -180,4 +153,61 @@ func TestTenantConnectionsCountedAcrossInstances(t *testing.T) {
 		}
 		return err == nil
 	}, "the 4th connection still refused after a connection on hub A ended")
+}
+
+// storedLog records when the hub received each telemetry message stored (its Tb-Received
+// header), as seen by a NATS subscriber: a subscriber that falls behind does not move a message
+// into or out of a measured window.
+type storedLog struct {
+	mu sync.Mutex
+	at []time.Time
+}
+
+func recordStored(t *testing.T, natsURL string) *storedLog {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l := &storedLog{}
+	if _, err := nc.Subscribe("iot.devices.*.telemetry", func(m *nats.Msg) {
+		ns, err := strconv.ParseInt(m.Header.Get(streams.HeaderReceived), 10, 64)
+		if err != nil {
+			t.Errorf("stored message without %s: %v", streams.HeaderReceived, err)
+			return
+		}
+		l.mu.Lock()
+		l.at = append(l.at, time.Unix(0, ns))
+		l.mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// between counts the messages received in [from, to).
+func (l *storedLog) between(from, to time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, at := range l.at {
+		if !at.Before(from) && at.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// last is when the latest message seen was received (zero before any).
+func (l *storedLog) last() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.at) == 0 {
+		return time.Time{}
+	}
+	return l.at[len(l.at)-1]
 }
