@@ -67,11 +67,14 @@ function jobSection(kind) {
       const st = j.status || j.state || '';
       const controls = (kind.controls[st] || (/active|started|pending/.test(st) ? kind.controls.running : null)) || [];
       const sent = j.progress && typeof j.progress === 'object' && j.progress.sent !== undefined ? `${j.progress.sent} sent` : '';
+      // Which hub runs it, and how often another hub (or a restarted one) took it over.
+      const where = [j.owner ? `on ${j.owner}` : '', j.resumes ? `resumed ${j.resumes}×` : ''].filter(Boolean).join(', ');
       return h('li', { class: 'job' },
         h('div', { class: 'job-head' },
           h('strong', { class: 'mono' }, id), h('span', { class: `tag state-${st}` }, st || 'unknown'),
           h('span', { class: 'muted small' }, j.created_at ? time(j.created_at) : ''),
           h('span', { class: 'muted small' }, sent),
+          h('span', { class: 'muted small' }, where),
           h('div', { class: 'spacer' }),
           controls.map(([op, label]) => h('button', { class: 'ghost', onclick: () => act('POST', `${base}/${enc(id)}/${op}`, `${label}: ${id}`) }, label)),
           h('button', { class: 'ghost danger', onclick: () => act('DELETE', `${base}/${enc(id)}`, `Deleted ${id}`) }, 'Delete')),
