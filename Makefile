@@ -4,7 +4,7 @@ GOBIN   := $(shell $(GO) env GOPATH)/bin
 INFLUXD ?= $(shell command -v influxd 2>/dev/null || echo $(GOBIN)/influxd)
 export INFLUXD
 
-.PHONY: run test test-short deps bench fuzz vet
+.PHONY: run test test-short deps bench fuzz vet lint
 
 run:
 	$(GO) run ./cmd/hubd
@@ -41,3 +41,7 @@ fuzz:
 			echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \
 	done
+
+# lint runs staticcheck (pinned; fetched through the module proxy on first use).
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...

@@ -3,7 +3,6 @@ package anomaly
 import (
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 )
 
@@ -88,14 +87,6 @@ func robustSorted(a []float64) (med, sigma float64) {
 		s += math.Abs(x - med)
 	}
 	return med, meanADToSigma * s / float64(n)
-}
-
-// robust is robustSorted for unsorted values; it sorts buf (a copy of a) in place.
-func robust(a, buf []float64) (med, sigma float64, _ []float64) {
-	buf = append(buf[:0], a...)
-	slices.Sort(buf)
-	med, sigma = robustSorted(buf)
-	return med, sigma, buf
 }
 
 // sortedWindow keeps the values of a sliding window in order: insert and remove by binary

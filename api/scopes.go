@@ -126,9 +126,6 @@ var routeAccess = map[string]access{
 	"GET /api/v1/audit":             {auth.ScopeAdmin, tenantHandler},
 }
 
-// publicRoutes need no credential.
-var publicRoutes = []string{"GET /healthz", "GET /readyz", "GET /metrics", "/ (dashboard files)"}
-
 // RouteScope is one row of the route table (README "API keys and scopes").
 type RouteScope struct {
 	Route   string

@@ -157,7 +157,7 @@ func coapDo(t *testing.T, cc *client.Conn, method codes.Code, path string, cf me
 		req.SetBody(nil)
 	}
 	req.SetCode(method)
-	if cf < 0 || body == "" {
+	if body == "" {
 		req.Remove(message.ContentFormat)
 	}
 	for _, q := range queries {

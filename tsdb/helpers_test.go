@@ -160,16 +160,3 @@ func stored(t testing.TB, db influxtest.DB, device string, from, to time.Time) [
 	}
 	return rows
 }
-
-// countField counts the stored points of one field of a device, and the distinct timestamps.
-func countField(t testing.TB, db influxtest.DB, device, field string, from, to time.Time) (n, distinct int) {
-	t.Helper()
-	seen := map[time.Time]bool{}
-	for _, r := range stored(t, db, device, from, to) {
-		if r.Field == field {
-			n++
-			seen[r.Time] = true
-		}
-	}
-	return n, len(seen)
-}

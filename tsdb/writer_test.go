@@ -15,17 +15,6 @@ import (
 	"github.com/tributary-iot/tributary/tsdb/influxtest"
 )
 
-// fakeDevices is a DeviceLookup for tests that need no registry.
-type fakeDevices map[string]devices.Device
-
-func (f fakeDevices) Get(id string) (devices.Device, error) {
-	d, ok := f[id]
-	if !ok {
-		return devices.Device{}, devices.ErrNotFound
-	}
-	return d, nil
-}
-
 func TestWriterStoresTelemetryWithTagsFieldsAndTimes(t *testing.T) {
 	t.Parallel()
 	bus := streamstest.New(t)

@@ -89,7 +89,6 @@ type hub struct {
 type hubOption func(*Config, *int)
 
 func withConfig(f func(*Config)) hubOption { return func(c *Config, _ *int) { f(c) } }
-func withMaxPayload(n int) hubOption       { return func(_ *Config, m *int) { *m = n } }
 
 func newHub(t testing.TB, opts ...hubOption) *hub {
 	t.Helper()
