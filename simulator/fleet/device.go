@@ -79,7 +79,7 @@ const (
 func (d *device) run(ctx context.Context, start time.Time, from, end time.Duration) {
 	d.connected = true
 	defer func() {
-		if d.connected {
+		if d.connected || d.quiet { // still quiet: its connection is open whatever the replay says
 			d.tr.close()
 			d.c.connected.Add(-1)
 			metricDevices.Dec()
