@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -24,22 +25,26 @@ const BacktestTimeout = 5 * time.Minute
 func BacktestRoutes(bt Backtests, log *slog.Logger) func(*Router) {
 	h := &backtestHandlers{bt: bt, log: log}
 	return func(r *Router) {
+		h.srv = r.s
 		r.Handle("POST /api/v1/backtests", h.run)
 	}
 }
 
 type backtestHandlers struct {
 	bt  Backtests
+	srv *Server
 	log *slog.Logger
 }
 
 // backtestBody is a version (rule, name, sql, lateness, idle_timeout, max_future), an optional
-// second version under compare, and a selection (from, to, devices, topics, max_skew or
-// scenario).
+// second version under compare, a selection (from, to, devices, topics, max_skew or scenario)
+// and the tenant whose messages to read (default: the rule's; a key confined to a tenant
+// reads its own).
 type backtestBody struct {
 	rules.BacktestVersion
 	Compare *rules.BacktestVersion `json:"compare"`
 	selectionBody
+	Tenant string `json:"tenant"`
 }
 
 func (h *backtestHandlers) run(w http.ResponseWriter, r *http.Request) {
@@ -53,9 +58,19 @@ func (h *backtestHandlers) run(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, err)
 		return
 	}
+	tenant, ok := h.srv.selectionTenant(w, r, sel, "a backtest")
+	if !ok {
+		return
+	}
+	if tenant == "" {
+		tenant = body.Tenant
+	} else if body.Tenant != "" && body.Tenant != tenant {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("API key is confined to tenant %s and cannot read tenant %s", tenant, body.Tenant))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), BacktestTimeout)
 	defer cancel()
-	rep, err := h.bt.Run(ctx, rules.BacktestRequest{Version: body.BacktestVersion, Compare: body.Compare, Selection: sel})
+	rep, err := h.bt.Run(ctx, rules.BacktestRequest{Version: body.BacktestVersion, Compare: body.Compare, Selection: sel, Tenant: tenant})
 	if err != nil {
 		h.fail(w, err)
 		return

@@ -90,7 +90,7 @@ var routeAccess = map[string]access{
 	"PUT /api/v1/canaries/{name}":         {auth.ScopeRulesWrite, tenantHandler},
 	"DELETE /api/v1/canaries/{name}":      {auth.ScopeRulesWrite, tenantHandler},
 	"GET /api/v1/canaries/{name}/results": {auth.ScopeRulesRead, tenantHandler},
-	"POST /api/v1/backtests":              {auth.ScopeRulesRead, tenantGlobal},
+	"POST /api/v1/backtests":              {auth.ScopeRulesRead, tenantHandler},
 
 	// Replays, scenarios, simulations.
 	"POST /api/v1/replays":                 {auth.ScopeSimWrite, tenantHandler},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tributary-iot/tributary/auth"
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/simulator"
 	"github.com/tributary-iot/tributary/simulator/replay"
 	"github.com/tributary-iot/tributary/streams"
 )
@@ -139,20 +140,31 @@ func (s *Server) visibleMessages(r *http.Request, msgs []*streams.Envelope) []*s
 // must name them (devices), each must be the tenant's (else "not found"), and it may not read
 // a scenario (scenarios are hub-wide).
 func (s *Server) replayTenant(w http.ResponseWriter, r *http.Request, req *replay.Request) bool {
+	tenant, ok := s.selectionTenant(w, r, req.Selection, "a replay")
+	if ok && tenant != "" {
+		req.Tenant = tenant
+	}
+	return ok
+}
+
+// selectionTenant confines what a key restricted to a tenant reads from the stream (a replay,
+// a backtest) to that tenant: the selection must name the devices, all of them the tenant's,
+// and cannot be a scenario (scenarios are hub-wide). It returns the key's tenant ("" for a key
+// not confined to one), or answers the request and returns false.
+func (s *Server) selectionTenant(w http.ResponseWriter, r *http.Request, sel simulator.Selection, what string) (string, bool) {
 	p := principal(r)
 	if !p.Restricted() {
-		return true
+		return "", true
 	}
-	if req.Scenario != "" || len(req.Devices) == 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("API key %q is confined to tenant %s: a replay must name its devices and cannot read scenarios", p.Name, p.Tenant))
-		return false
+	if sel.Scenario != "" || len(sel.Devices) == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("API key %q is confined to tenant %s: %s must name its devices and cannot read scenarios", p.Name, p.Tenant, what))
+		return "", false
 	}
-	for _, id := range req.Devices {
+	for _, id := range sel.Devices {
 		if d, err := s.deps.Devices.Get(id); err != nil || !p.Sees(d.Tenant) {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("%s: %s", devices.ErrNotFound, id))
-			return false
+			return "", false
 		}
 	}
-	req.Tenant = p.Tenant
-	return true
+	return p.Tenant, true
 }

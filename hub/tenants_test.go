@@ -206,7 +206,11 @@ func TestTenantIsolation(t *testing.T) {
 		{"POST", "/api/v1/replays", map[string]any{"from": "-1h"}, 400, "must name its devices", ""},
 		{"GET", "/api/v1/simulations", nil, 403, "acts on every tenant", ""},
 		{"GET", "/api/v1/scenarios", nil, 403, "acts on every tenant", ""},
-		{"POST", "/api/v1/backtests", map[string]any{}, 403, "acts on every tenant", ""},
+		{"POST", "/api/v1/backtests", map[string]any{"rule": "ra", "devices": []string{"a1"}, "from": "-1h"}, 200, `"tenant":"acme"`, `"b1"`},
+		{"POST", "/api/v1/backtests", map[string]any{"rule": "rb", "devices": []string{"a1"}, "from": "-1h"}, 404, `no rule named \"rb\"`, ""},
+		{"POST", "/api/v1/backtests", map[string]any{"rule": "ra", "devices": []string{"b1"}, "from": "-1h"}, 404, "device not found: b1", ""},
+		{"POST", "/api/v1/backtests", map[string]any{"rule": "ra", "from": "-1h"}, 400, "must name its devices", ""},
+		{"POST", "/api/v1/backtests", map[string]any{"rule": "ra", "devices": []string{"a1"}, "from": "-1h", "tenant": "globex"}, 403, "cannot read tenant globex", ""},
 		{"GET", "/api/v1/provisioning-keys", nil, 403, "acts on every tenant", ""},
 		{"GET", "/api/v1/canaries", nil, 200, `"canaries"`, ""},
 		{"GET", "/api/v1/keys", nil, 200, `"acme-admin"`, `"globex-admin"`},
@@ -225,6 +229,19 @@ func TestTenantIsolation(t *testing.T) {
 			t.Errorf("acme: %s %s: %d %.300s, want %d with %q and without %q", a.method, a.path, code, body, a.want, a.wantBody, a.notBody)
 		}
 	}
+	// A backtest reads what the live rule reads: the hub's own key backtesting acme's rule over
+	// every device's telemetry gets only acme's device, globex's rule only globex's.
+	for rule, want := range map[string][2]string{"ra": {`"a1"`, `"b1"`}, "rb": {`"tenant":"globex"`, `"a1"`}} {
+		var rep struct {
+			Messages int
+			Tenant   string
+		}
+		code, body := call(t, h, hubtest.APIKey, "POST", "/api/v1/backtests", map[string]any{"rule": rule, "from": "-1h"})
+		if code != 200 || !strings.Contains(body, want[0]) || strings.Contains(body, want[1]) || jsonUnmarshal(body, &rep) != nil || rep.Messages != 3 {
+			t.Errorf("hub key backtests %s: %d %.400s; want its tenant's 3 messages only (%s, not %s)", rule, code, body, want[0], want[1])
+		}
+	}
+
 	// globex's objects are all still there, untouched.
 	for _, p := range []string{"/api/v1/devices/b1", "/api/v1/rules/rb", "/api/v1/replays/" + replayB.ID, "/api/v1/keys/" + idB} {
 		if code, body := call(t, h, keyB, "GET", p, nil); code != 200 {

@@ -52,6 +52,10 @@ type BacktestRequest struct {
 	// Selection is a time range or a scenario. A time range without devices or topics reads
 	// the topics the versions read (their FROM), not all of devices/#.
 	Selection simulator.Selection
+	// Tenant is the tenant whose messages the versions read, as a live rule of that tenant
+	// does (tenant.go): by default the tenant of the first version's rule, else the default
+	// tenant. When set, a version naming a rule of another tenant is refused as unknown.
+	Tenant string
 }
 
 // BacktestCounts count what a version's engine did, as the rule's stats do.
@@ -105,8 +109,10 @@ type BacktestDiff struct {
 type BacktestReport struct {
 	// Messages is the number of messages read from the input; Skipped those read but outside
 	// the selection.
-	Messages uint64        `json:"messages"`
-	Skipped  uint64        `json:"skipped"`
+	Messages uint64 `json:"messages"`
+	Skipped  uint64 `json:"skipped"`
+	// Tenant is the tenant whose messages were read (BacktestRequest.Tenant).
+	Tenant   string        `json:"tenant"`
 	Scenario string        `json:"scenario,omitempty"`
 	From     time.Time     `json:"from,omitzero"`
 	To       time.Time     `json:"to,omitzero"`
@@ -136,21 +142,29 @@ type btVersion struct {
 	eng *window.Engine
 	own string
 	rr  bool // reads rules/: skip its own outputs
+	// tenant is the tenant of the rule the version starts from ("" for an inline query).
+	tenant string
 	// hist is a canary's record of interval outcomes, for its verdicts.
 	hist []canary.Outcome
 }
 
 // prepare resolves v to a definition and compiles it; field prefixes errors ("" or "compare.").
-func (b *Backtester) prepare(ctx context.Context, v BacktestVersion, defName, field string) (*btVersion, error) {
+// With tenant set, only that tenant's rules can be named.
+func (b *Backtester) prepare(ctx context.Context, v BacktestVersion, tenant, defName, field string) (*btVersion, error) {
 	var spec Spec
+	ruleTenant := ""
 	if v.Rule != "" {
 		r, err := b.m.Get(ctx, v.Rule)
+		if err == nil && tenant != "" && r.TenantOf() != tenant {
+			err = ErrNotFound // another tenant's rule: as if there were none
+		}
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				return nil, fmt.Errorf("%w: %srule: no rule named %q", ErrNotFound, field, v.Rule)
 			}
 			return nil, err
 		}
+		ruleTenant = r.TenantOf()
 		spec = Spec{Name: r.Name, SQL: r.SQL, Lateness: r.Lateness, IdleTimeout: r.IdleTimeout, MaxFuture: r.MaxFuture}
 		if r.Canary != nil && v.SQL == "" {
 			// A canary is backtested as a canary: scored per interval with verdicts, as live.
@@ -189,7 +203,7 @@ func (b *Backtester) prepare(ctx context.Context, v BacktestVersion, defName, fi
 	if err != nil {
 		return nil, invalid(field+"sql", err)
 	}
-	bv := &btVersion{c: c, eng: eng, own: "rules/" + spec.Name + "/"}
+	bv := &btVersion{c: c, eng: eng, own: "rules/" + spec.Name + "/", tenant: ruleTenant}
 	bv.rr = strings.HasPrefix(c.filter, "rules/") || strings.HasPrefix(c.filter, "+") || strings.HasPrefix(c.filter, "#")
 	bv.run = BacktestRun{
 		Rule: spec.Name, SQL: spec.SQL, Lateness: Duration(c.opts.Lateness), IdleTimeout: Duration(c.opts.IdleTimeout),
@@ -203,13 +217,14 @@ func (b *Backtester) prepare(ctx context.Context, v BacktestVersion, defName, fi
 // ErrNotFound for the selection (simulator.ErrInvalid also for a selection that is too large).
 func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestReport, error) {
 	began := time.Now()
-	a, err := b.prepare(ctx, req.Version, DefaultBacktestName, "")
+	a, err := b.prepare(ctx, req.Version, req.Tenant, DefaultBacktestName, "")
 	if err != nil {
 		return BacktestReport{}, err
 	}
+	tenant := cmpOr(req.Tenant, cmpOr(a.tenant, DefaultTenant))
 	vs := []*btVersion{a}
 	if req.Compare != nil {
-		bv, err := b.prepare(ctx, *req.Compare, a.run.Rule, "compare.")
+		bv, err := b.prepare(ctx, *req.Compare, tenant, a.run.Rule, "compare.")
 		if err != nil {
 			return BacktestReport{}, err
 		}
@@ -236,6 +251,7 @@ func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestRepo
 		return BacktestReport{}, err
 	}
 	defer in.Close()
+	var others uint64 // messages of other tenants: read, not counted, not seen by the versions
 	for {
 		env, err := in.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -246,6 +262,10 @@ func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestRepo
 		}
 		if in.Stats().Read > backtestLimit {
 			return BacktestReport{}, fmt.Errorf("%w: selection: more than %d messages: narrow from/to, devices or topics", simulator.ErrInvalid, backtestLimit)
+		}
+		if envTenant(env, b.m.devs) != tenant {
+			others++
+			continue
 		}
 		var events []window.Event
 		decoded := false
@@ -260,7 +280,7 @@ func (b *Backtester) Run(ctx context.Context, req BacktestRequest) (BacktestRepo
 			v.process(events)
 		}
 	}
-	rep := BacktestReport{Messages: in.Stats().Read, Skipped: in.Stats().Skipped, Scenario: src.Scenario, From: src.From, To: src.To}
+	rep := BacktestReport{Messages: in.Stats().Read - others, Skipped: in.Stats().Skipped, Scenario: src.Scenario, From: src.From, To: src.To, Tenant: tenant}
 	for _, v := range vs {
 		v.add(v.eng.Flush())
 		es := v.eng.Stats()
