@@ -204,6 +204,14 @@ func current(m *sync.Map, key string, now time.Time, resolve func(*buckets) *buc
 	}
 	old := e.cur.Load()
 	b := resolve(old)
+	if old == nil {
+		// The very first lookup: of the goroutines racing to it, the first to finish installs
+		// its buckets and the others use those, so that no burst is handed out twice.
+		if !e.cur.CompareAndSwap(nil, b) {
+			return e.cur.Load()
+		}
+		return b
+	}
 	if b != old {
 		e.cur.Store(b)
 	}
