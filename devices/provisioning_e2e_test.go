@@ -258,3 +258,43 @@ func TestProvisioningKeyAPI(t *testing.T) {
 		t.Errorf("revoked key: %v %s", code, body)
 	}
 }
+
+// TestProvisionedDeviceTakesOverItsProvisioningSession: a device that provisions and connects
+// as itself at once (client ID = its ID both times) gets in even while the hub still holds its
+// provisioning session; another device cannot take that client ID over.
+func TestProvisionedDeviceTakesOverItsProvisioningSession(t *testing.T) {
+	h := hubtest.Start(t)
+	k := createKey(t, h, map[string]any{"name": "line 4", "id_prefix": "p4-", "ttl": "1h"})
+	other := h.CreateDevice("other", nil)
+	prov := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("p4-001").
+		SetUsername("provision").SetPassword(k.Key).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	if tok := prov.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("provisioning connect: %v", tok.Error())
+	}
+	defer prov.Disconnect(0)
+	got := make(chan []byte, 1)
+	if tok := prov.Subscribe("provision/p4-001/token", 1, func(_ paho.Client, m paho.Message) { got <- m.Payload() }); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	var reply map[string]string
+	select {
+	case b := <-got:
+		if err := json.Unmarshal(b, &reply); err != nil || reply["token"] == "" {
+			t.Fatalf("provisioning answer %s: %v", b, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no provisioning answer")
+	}
+	// Another identity may not take the provisioning session's client ID.
+	c := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + h.MQTTAddr()).SetClientID("p4-001").
+		SetUsername("other").SetPassword(other).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	if tok := c.Connect(); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+		c.Disconnect(0)
+		t.Fatal("device other took over the provisioning session of p4-001")
+	}
+	// The provisioning connection is still open: the device connects as itself all the same.
+	dev := mqttDevice(t, h, "p4-001", "p4-001", reply["token"])
+	if tok := dev.Publish("devices/p4-001/telemetry", 1, false, `{"t":1}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish as the provisioned device: %v", tok.Error())
+	}
+}

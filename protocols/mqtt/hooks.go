@@ -79,8 +79,12 @@ func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
 		return h.refuse(ctx, cl, user, packets.ErrNotAuthorized, err.Error())
 	}
 	// A session belongs to one identity: without this, anyone could take over another client's
-	// persistent session, subscriptions included, by connecting with its client ID.
-	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, cl.Properties.Username) {
+	// persistent session, subscriptions included, by connecting with its client ID. The one
+	// exception is a device taking over the provisioning session that claimed its ID (client
+	// ID = device ID): a device provisions, disconnects and connects as itself at once, and its
+	// provisioning session may not be gone yet.
+	if old, ok := s.broker.Clients.Get(cl.ID); ok && !bytes.Equal(old.Properties.Username, cl.Properties.Username) &&
+		!(string(old.Properties.Username) == devices.ProvisionID && user == cl.ID) {
 		return h.refuse(ctx, cl, user, packets.ErrClientIdentifierNotValid, "client ID in use by another identity")
 	}
 	if err := h.admitConnection(ctx, cl, user); err != nil {
