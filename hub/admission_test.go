@@ -153,21 +153,7 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, c := range clients {
-		wg.Go(func() {
-			defer c.Disconnect(100)
-			topic := fmt.Sprintf("devices/f%d/telemetry", i)
-			tick := time.NewTicker(time.Second / perFlood)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					c.Publish(topic, 0, false, `{"t":1}`)
-					sent.Add(1)
-				}
-			}
-		})
+		flood(&wg, c, fmt.Sprintf("devices/f%d/telemetry", i), perFlood, stop, &sent)
 	}
 	// Let the tenant's burst drain before measuring.
 	time.Sleep(1500 * time.Millisecond)
@@ -210,6 +196,25 @@ func TestFloodHoldsTenantRateAndSparesWellBehavedDevice(t *testing.T) {
 		!strings.Contains(m, `tributary_tenant_connections{tenant="default"}`) {
 		t.Error("/metrics lacks the refused QoS 0 messages or the tenant's connections")
 	}
+}
+
+// flood publishes QoS 0 telemetry on topic perSec times a second, counting into sent, until
+// stop is closed; then c disconnects.
+func flood(wg *sync.WaitGroup, c pahov3.Client, topic string, perSec int, stop <-chan struct{}, sent *atomic.Int64) {
+	wg.Go(func() {
+		defer c.Disconnect(100)
+		tick := time.NewTicker(time.Second / time.Duration(perSec))
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				c.Publish(topic, 0, false, `{"t":1}`)
+				sent.Add(1)
+			}
+		}
+	})
 }
 
 func metricsText(t *testing.T, h *hubtest.Hub) string {

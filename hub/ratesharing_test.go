@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,7 @@ func TestTenantRateHeldAcrossInstances(t *testing.T) {
 
 	stops := map[*hubtest.Hub]chan struct{}{a: make(chan struct{}), b: make(chan struct{})}
 	var wg sync.WaitGroup
+	var sent atomic.Int64
 	for i := range flooders {
 		h := a
 		if i%2 == 1 {
@@ -57,20 +59,7 @@ func TestTenantRateHeldAcrossInstances(t *testing.T) {
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			t.Fatalf("flooder %s: connect: %v", id, tok.Error())
 		}
-		stop := stops[h]
-		wg.Go(func() {
-			defer c.Disconnect(50)
-			tick := time.NewTicker(time.Second / perFlood)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					c.Publish("devices/"+id+"/telemetry", 0, false, `{"t":1}`)
-				}
-			}
-		})
+		flood(&wg, c, "devices/"+id+"/telemetry", perFlood, stops[h], &sent)
 	}
 	defer func() {
 		for _, s := range stops {
