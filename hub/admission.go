@@ -136,6 +136,7 @@ func (r *rateSharing) Run(ctx context.Context) error {
 			}
 		}
 		mu.Unlock()
+		admission.MetricPeers.Set(float64(len(others)))
 		r.adm.SetShares(admission.Shares(own, others))
 		r.adm.SetPeerConnections(peerConns)
 	}

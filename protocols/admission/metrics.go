@@ -17,6 +17,12 @@ var (
 		Name: "tributary_admission_refused_total",
 		Help: "Messages, connections and requests refused by admission control, by protocol and reason.",
 	}, []string{"protocol", "reason"})
+	// MetricPeers is how many other hub instances report their demand on shared limits (see
+	// share.go); the hub's wiring sets it.
+	MetricPeers = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "tributary_admission_peers",
+		Help: "Other hub instances sharing tenants' and API keys' limits with this one (reporting their demand).",
+	})
 	metricAuthFailures = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "tributary_auth_failures_total",
 		Help: "Failed authentications, by protocol.",
