@@ -43,6 +43,7 @@ Usage:
   hubctl tail <topic-filter>... [--fields a,b] [--since SEQ] [--count N] [-o pretty|json]
   hubctl query <device> <field> [--from -1h] [--to now] [--every 1m] [--agg mean] [-o table|csv|json] [--no-spark]
   hubctl rules list | get <name> | create -f rule.json | apply <name> -f rule.json | delete <name> | stats <name> | results <name>
+  hubctl rules backtest [<name>] [--sql Q] [--compare-sql Q | --compare-rule R] [--from -1h] [--to T] [--devices a,b] [--scenario S]
   hubctl canary list | get <name> | create -f canary.yaml | apply <name> -f canary.yaml | results <name> [--since -1h] [--limit N] | delete <name>
   hubctl replay list | get <id> | create -f replay.json [--wait] | watch <id> | pause|resume|stop <id> | delete <id>
   hubctl sim list | get <id> | run|create -f fleet.yaml | stop <id> | delete <id>
@@ -95,6 +96,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "query":
 		err = c.query(rest)
 	case "rules", "rule":
+		if len(rest) > 0 && rest[0] == "backtest" {
+			err = c.backtest(rest[1:])
+			break
+		}
 		err = c.resource(resources["rules"], rest)
 	case "replay", "replays":
 		err = c.resource(resources["replays"], rest)
