@@ -134,7 +134,7 @@ func startHubWith(t testing.TB, cfg mqtt.Config, wrap func(*protocols.Ingest) mq
 			select {
 			case runErr = <-done:
 			case <-time.After(testTimeout):
-				runErr = errors.New("Run did not return after cancel")
+				runErr = fmt.Errorf("Run did not return after cancel; the adapter's goroutines:\n%s", strings.Join(adapterGoroutines(), "\n\n"))
 			}
 		})
 		return runErr

@@ -55,6 +55,22 @@ func (t *conns) done(c net.Conn) {
 	t.wg.Done()
 }
 
+// expireWrites bounds every write still to come on the connections. Closing, mochi writes a
+// DISCONNECT to each client under the client's lock, and a write to a client that does not
+// read blocks until the connection's deadline (mochi sets it to 1.5 keep-alives, for reads and
+// writes alike): without this, one such client would hold up shutdown that long.
+func (t *conns) expireWrites(d time.Duration) {
+	deadline := time.Now().Add(d)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.open {
+		_ = c.SetWriteDeadline(deadline)
+	}
+}
+
+// closeWrites is how long writes may still take once a listener closes.
+const closeWrites = time.Second
+
 // closeAll closes every connection and waits for their goroutines.
 func (t *conns) closeAll() {
 	t.mu.Lock()
@@ -151,6 +167,7 @@ func (l *tcpListener) stopAccepting() {
 
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.stopAccepting()
+	l.conns.expireWrites(closeWrites)
 	closeClients(l.id)
 	l.conns.closeAll()
 }
@@ -232,6 +249,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 	if l.srv != nil {
 		_ = l.srv.Close()
 	}
+	l.conns.expireWrites(closeWrites)
 	closeClients(l.id)
 	l.conns.closeAll()
 }

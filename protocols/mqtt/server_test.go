@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -670,5 +671,65 @@ func TestRunFailsWhenAddressInUse(t *testing.T) {
 	}
 	if err := srv.Run(context.Background()); err == nil || !strings.Contains(err.Error(), h.srv.Addr()) {
 		t.Errorf("Run on a taken address: got %v, want an error naming it", err)
+	}
+}
+
+// stallConn is a client connection whose reads stop once stalled: a client that no longer reads.
+type stallConn struct {
+	net.Conn
+	stalled atomic.Bool
+	stop    chan struct{}
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if c.stalled.Load() {
+		<-c.stop
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Read(p)
+}
+
+// TestShutdownWithClientNotReading: a subscriber that stops reading while messages pile up
+// for it cannot hold up the adapter's shutdown (writes to it are cut short).
+func TestShutdownWithClientNotReading(t *testing.T) {
+	h := startHub(t, mqtt.Config{})
+	raw, err := net.DialTimeout("tcp", h.srv.Addr(), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &stallConn{Conn: raw, stop: make(chan struct{})}
+	defer close(conn.stop)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: "slow-app", Username: protocols.AppUsername, UsernameFlag: true,
+		Password: []byte(apiKey), PasswordFlag: true, KeepAlive: 30, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "devices/+/telemetry", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	conn.stalled.Store(true)
+	// 8 MB for a client that reads nothing: more than the sockets' buffers hold.
+	payload := make([]byte, 4000)
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for range 2000 {
+			h.srv.Publish("devices/d1/telemetry", payload, false, 0)
+		}
+	}()
+	time.Sleep(time.Second) // let the writes to the client block
+	start := time.Now()
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("shutdown with a client that does not read took %v, want about a second", took)
+	}
+	select {
+	case <-published: // the stopped broker refuses the rest at once
+	case <-time.After(testTimeout):
+		t.Error("publishing to the stopped adapter still blocked")
 	}
 }
