@@ -210,9 +210,29 @@ func (r *Registry) DevicePSK(id string) (psk []byte, ok bool) {
 }
 
 // update applies change to the stored record with optimistic concurrency, retrying on conflict.
+// stored reads device id's record from the bucket. On a replicated bucket a read may be served
+// by a replica that has not applied a create yet: when this instance knows the device (it
+// created it, or its watch has seen it), "not found" is retried for up to two seconds.
+func (r *Registry) stored(ctx context.Context, id string) (jetstream.KeyValueEntry, error) {
+	wait := 10 * time.Millisecond
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		e, err := r.kv.Get(ctx, id)
+		if !errors.Is(err, jetstream.ErrKeyNotFound) || !r.Exists(id) || time.Now().After(deadline) {
+			return e, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
 func (r *Registry) update(ctx context.Context, id string, change func(*record) error) (record, error) {
 	for attempt := 0; attempt < 5; attempt++ {
-		e, err := r.kv.Get(ctx, id)
+		e, err := r.stored(ctx, id)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				return record{}, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -303,7 +323,7 @@ func (r *Registry) RotateToken(ctx context.Context, id string) (string, error) {
 
 // Delete removes device id.
 func (r *Registry) Delete(ctx context.Context, id string) error {
-	if _, err := r.kv.Get(ctx, id); err != nil {
+	if _, err := r.stored(ctx, id); err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
 		}

@@ -212,6 +212,8 @@ type Reader struct {
 	stop func() bool
 	done bool
 	idle int
+	// lost counts consecutive idle checks that found the consumer gone (see Next).
+	lost int
 	// Skipped counts messages read but not selected.
 	Skipped uint64
 }
@@ -245,6 +247,9 @@ func open(ctx context.Context, js jetstream.JetStream, src Source, cfg jetstream
 	return &Reader{src: src, cons: cons, it: it, stop: context.AfterFunc(ctx, it.Stop)}, nil
 }
 
+// maxLost bounds the idle checks in a row that may find the consumer being replaced (5 s).
+const maxLost = 50
+
 // idleCheck is how long Next waits for a message before asking the server whether any matching
 // message is left: every message up to EndSeq is stored already, so none pending means the end.
 const idleCheck = 100 * time.Millisecond
@@ -264,9 +269,16 @@ func (rd *Reader) Next(ctx context.Context) (*Msg, error) {
 				return nil, fmt.Errorf("read %s: %w", rd.src.Stream, err)
 			}
 			info, err := rd.cons.Info(ctx)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) && rd.lost < maxLost {
+				// An ordered consumer replaces itself after a gap or missed heartbeats (a
+				// loaded or failing-over cluster); ask again after the next wait.
+				rd.lost++
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("read %s: %w", rd.src.Stream, err)
 			}
+			rd.lost = 0
 			if info.NumPending == 0 {
 				rd.idle++
 				rd.done = rd.idle >= 2 // one more wait for messages already on their way
